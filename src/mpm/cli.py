@@ -1,0 +1,37 @@
+"""Shared plumbing of the thin stage CLIs under stages/: --help, logging, one-line errors."""
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from mpm.errors import InputError
+from mpm.params import load_params
+
+
+def run_stage(
+    name: str,
+    description: str,
+    body: Callable[[dict, argparse.Namespace], None],
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
+    """Parse arguments, set up logging and run `body(params, args)`.
+
+    Paths come from the command line (dvc.yaml spells them out, so the DAG is readable in one
+    place); everything else comes from the params file. Bad input exits 2 with one line.
+    """
+    parser = argparse.ArgumentParser(prog=f"stages/{name}.py", description=description)
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file to read (default: params.yaml)"
+    )
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {name}: %(message)s", datefmt="%H:%M:%S"
+    )
+    try:
+        body(load_params(args.params), args)
+    except InputError as err:
+        print(f"error: {name}: {err}", file=sys.stderr)
+        sys.exit(2)

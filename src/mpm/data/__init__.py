@@ -1,0 +1,1 @@
+"""Data layer: download, conversion ROOT -> HDF5, preprocessing and loading."""
