@@ -78,7 +78,7 @@ def server():
     srv.files, srv.requests = {}, []
     srv.cut_after, srv.cut_always, srv.ignore_range = None, False, False
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield srv
     srv.shutdown()
@@ -133,7 +133,7 @@ def test_interrupted_download_resumes_with_range(server, tmp_path):
     server.files["/f.bin"] = data
     server.cut_after = 12_345
     dest = download_file(
-        f"{server.base}/f.bin", tmp_path / "f.bin", md5(data), retries=2, progress=False
+        f"{server.base}/f.bin", tmp_path / "f.bin", md5(data), retries=2, progress=True
     )
     assert dest.read_bytes() == data
     assert server.requests == [("/f.bin", None), ("/f.bin", "bytes=12345-")]

@@ -33,5 +33,6 @@ def run_stage(
     try:
         body(load_params(args.params), args)
     except InputError as err:
-        print(f"error: {name}: {err}", file=sys.stderr)
+        message = " ".join(str(err).split())  # always one line, whatever a library said
+        print(f"error: {name}: {message}", file=sys.stderr)
         sys.exit(2)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from mpm.atomic import atomic_dir, atomic_file
 from mpm.data import schema
+from mpm.data.h5io import append_rows
 from mpm.data.root_io import iterate_tree, num_entries
 from mpm.errors import InputError
 from mpm.params import get, one_of, positive_float, positive_int
@@ -288,26 +289,6 @@ class DatasetSpec:
         return read_btag(arrays, path, start, self.origin_tol_mm)
 
 
-def _create_datasets(group: h5py.Group, rows: dict[str, np.ndarray], chunk_jets: int, compression):
-    for name, values in rows.items():
-        group.create_dataset(
-            name,
-            shape=(0, *values.shape[1:]),
-            maxshape=(None, *values.shape[1:]),
-            dtype=values.dtype,
-            chunks=(chunk_jets, *values.shape[1:]),
-            compression=compression,
-        )
-
-
-def _append(group: h5py.Group, rows: dict[str, np.ndarray]) -> None:
-    for name, values in rows.items():
-        dset = group[name]
-        n = dset.shape[0]
-        dset.resize(n + len(values), axis=0)
-        dset[n:] = values
-
-
 def resolve_inputs(source_root: Path, entries: list[str]) -> list[Path]:
     """Expand params entries (files, or folders of *.root files) to a sorted list of files."""
     files: list[Path] = []
@@ -335,7 +316,6 @@ def convert_split(
     max_jets_per_file: int | None,
     bucket_jets: int,
     empty_jets: str,
-    chunk_jets: int = 256,
     compression: str | None = "lzf",
 ) -> dict:
     """Convert `files` into one shuffled HDF5 file; returns a summary of what was written.
@@ -351,7 +331,7 @@ def convert_split(
     n_buckets = max(1, math.ceil(total / bucket_jets))
     rng = np.random.default_rng(seed)
     tic = time.perf_counter()
-    log.info("%s: %d jets from %d files -> %s", spec.name, total, len(files), out_file)
+    log.info("%s %s: %d jets from %d files", spec.name, out_file.stem, total, len(files))
 
     bucket_path = out_file.with_name(f".{out_file.stem}.buckets.h5")
     try:
@@ -370,9 +350,7 @@ def convert_split(
                         rows = pack_jets(particles, spec.max_constituents, spec.clip_angle)
                         assignment = rng.integers(n_buckets, size=len(particles.counts))
                         for b, group in enumerate(groups):
-                            if not len(group):
-                                _create_datasets(group, rows, chunk_jets, None)
-                            _append(group, {k: v[assignment == b] for k, v in rows.items()})
+                            append_rows(group, {k: v[assignment == b] for k, v in rows.items()})
             if n_read == 0 or not len(groups[0]):
                 raise InputError(f"{files[0].parent}: no jets to convert")
 
@@ -382,9 +360,7 @@ def convert_split(
                     rows = {k: group[k][:] for k in group}
                     perm = rng.permutation(len(rows[schema.H5_LABELS]))
                     rows = {k: v[perm] for k, v in rows.items()}
-                    if not len(out):
-                        _create_datasets(out, rows, chunk_jets, compression)
-                    _append(out, rows)
+                    append_rows(out, rows, compression)
                     n_written += len(perm)
                 counts = np.bincount(out[schema.H5_LABELS][:], minlength=len(spec.classes))
                 out.attrs.update(
@@ -402,8 +378,9 @@ def convert_split(
 
     elapsed = time.perf_counter() - tic
     log.info(
-        "%s: wrote %d jets in %.1f s (%.0f jets/s)",
-        out_file,
+        "%s %s: wrote %d jets in %.1f s (%.0f jets/s)",
+        spec.name,
+        out_file.stem,
         n_written,
         elapsed,
         n_read / max(elapsed, 1e-9),

@@ -157,11 +157,12 @@ def download_file(
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+
+    def kept() -> str:
+        return f"; the partial download {part} is kept for resuming" if part.exists() else ""
+
     _with_retries(
-        lambda: _fetch_into(url, part, timeout_s, chunk_bytes, progress),
-        retries,
-        url,
-        note=lambda: f"; the partial download {part} is kept for resuming" if part.exists() else "",
+        lambda: _fetch_into(url, part, timeout_s, chunk_bytes, progress), retries, url, kept
     )
     _verify_and_rename(part, dest, md5, chunk_bytes)
     return dest

@@ -84,8 +84,10 @@ def iterate_tree(
         except InputError:
             raise
         except Exception as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
             raise InputError(
-                f"{path}: could not read entries from {start} ({type(err).__name__}: {err})"
+                f"{path}: corrupt or truncated, could not read entries from {start} "
+                f"({type(err).__name__}: {reason})"
             ) from None
 
 

@@ -1,0 +1,213 @@
+"""Loading converted jets for training: a streaming Dataset and a Lightning DataModule.
+
+The converted files are globally shuffled at conversion time, so any set of whole HDF5 chunks
+is a uniform random sample of jets. The loader exploits that: a subset of n jets is a seeded
+random choice of chunks (the seed changes the content), and an epoch reads groups of chunks
+in a fresh random order, shuffles the jets inside each group and cuts it into batches. Every
+read is a contiguous chunk: fast on any disk, and no random access per jet.
+"""
+
+import math
+from pathlib import Path
+
+import h5py
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from mpm.data import schema
+from mpm.data.h5io import CHUNK_JETS, open_jets
+from mpm.data.preprocess import load_preprocessor
+from mpm.errors import InputError
+
+TARGETS = (schema.H5_VERTEX, schema.H5_ORIGIN)
+
+
+def choose_blocks(n_total: int, n_jets: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start, length) of the chunk-aligned blocks forming a seeded subset of `n_jets` jets."""
+    starts = np.arange(0, n_total, CHUNK_JETS)
+    lengths = np.minimum(CHUNK_JETS, n_total - starts)
+    if n_jets is None or n_jets >= n_total:
+        return starts, lengths
+    order = np.random.default_rng(seed).permutation(len(starts))
+    cum = np.cumsum(lengths[order])
+    keep = order[: int(np.searchsorted(cum, n_jets)) + 1]
+    keep.sort()
+    starts, lengths = starts[keep], lengths[keep]
+    lengths[-1] -= int(lengths.sum()) - n_jets  # trim the last block to exactly n_jets
+    return starts, lengths
+
+
+class JetDataset(IterableDataset):
+    """Batches of preprocessed jets from one converted HDF5 file.
+
+    Yields dicts of tensors: csts [B, P, 7] (preprocessed), csts_id [B, P], mask [B, P],
+    jets [B, 5], labels [B], index [B] (row in the file) and, for BTag, vtx_id and
+    track_origin [B, P]. P is trimmed to the longest jet of the batch. The file is opened
+    lazily in each worker. Each pass over the dataset is one epoch with its own order.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        preprocessor_path: str | Path,
+        *,
+        batch_size: int,
+        n_jets: int | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        batches_per_read: int = 8,
+    ):
+        self.path = Path(path)
+        self.preprocessor_path = Path(preprocessor_path)
+        with open_jets(self.path) as file:
+            n_total = file[schema.H5_LABELS].shape[0]
+            self.targets = [t for t in TARGETS if t in file]
+        if n_jets is not None and n_jets > n_total:
+            raise InputError(f"{self.path}: asked for {n_jets} jets but the file holds {n_total}")
+        self.block_starts, self.block_lengths = choose_blocks(n_total, n_jets, seed)
+        self.n_jets = int(self.block_lengths.sum())
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.group_jets = batch_size * batches_per_read
+        self.epoch = 0
+        self._file: h5py.File | None = None
+        self._preprocessor = None
+
+    def __len__(self) -> int:
+        rounding = math.floor if self.drop_last else math.ceil
+        return rounding(self.n_jets / self.batch_size)
+
+    def __getstate__(self):
+        # h5py handles cannot cross process boundaries; each worker reopens the file.
+        return {**self.__dict__, "_file": None, "_preprocessor": None}
+
+    def _open(self):
+        if self._file is None:
+            self._file = open_jets(self.path)
+            self._preprocessor = load_preprocessor(self.preprocessor_path)
+        return self._file
+
+    def _epoch_groups(self, epoch: int) -> list[list[tuple[int, int]]]:
+        """Row ranges (start, stop) of each group of the epoch, in reading order."""
+        order = np.arange(len(self.block_starts))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(order)
+        groups, current, filled = [], [], 0
+        for start, length in zip(self.block_starts[order], self.block_lengths[order]):
+            offset = 0
+            while offset < length:
+                take = min(length - offset, self.group_jets - filled)
+                current.append((int(start + offset), int(start + offset + take)))
+                offset += take
+                filled += take
+                if filled == self.group_jets:
+                    groups.append(current)
+                    current, filled = [], 0
+        if current:
+            groups.append(current)
+        return groups
+
+    def _read(self, ranges: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+        file = self._open()
+        names = [schema.H5_CONSTITUENTS, schema.H5_IDS, schema.H5_MASK, schema.H5_JETS,
+                 schema.H5_LABELS, *self.targets]
+        rows = {n: np.concatenate([file[n][a:b] for a, b in ranges]) for n in names}
+        rows["index"] = np.concatenate([np.arange(a, b) for a, b in ranges])
+        return rows
+
+    def __iter__(self):
+        epoch = self.epoch
+        self.epoch += 1
+        worker = get_worker_info()
+        rank, n_workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        groups = self._epoch_groups(epoch)
+        for g in range(rank, len(groups), n_workers):
+            rng = np.random.default_rng([self.seed, epoch, g])
+            rows = self._read(groups[g])
+            if self.shuffle:
+                perm = rng.permutation(len(rows["index"]))
+                rows = {k: v[perm] for k, v in rows.items()}
+            rows[schema.H5_CONSTITUENTS] = self._preprocessor(
+                rows[schema.H5_CONSTITUENTS], rows[schema.H5_IDS], rows[schema.H5_MASK], rng
+            )
+            for lo in range(0, len(rows["index"]), self.batch_size):
+                batch = {k: v[lo : lo + self.batch_size] for k, v in rows.items()}
+                if self.drop_last and len(batch["index"]) < self.batch_size:
+                    break
+                yield self._to_tensors(batch)
+
+    @staticmethod
+    def _to_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        width = max(int(batch[schema.H5_MASK].sum(axis=1).max()), 1)
+        out = {}
+        for name, values in batch.items():
+            if values.ndim >= 2 and name != schema.H5_JETS:
+                values = values[:, :width]
+            tensor = torch.from_numpy(np.ascontiguousarray(values))
+            out[name] = tensor.long() if values.dtype.kind in "iu" else tensor
+        return out
+
+
+def make_loader(dataset: JetDataset, num_workers: int) -> DataLoader:
+    """A DataLoader over pre-batched items; persistent workers keep the epoch counters."""
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
+
+
+class JetDataModule(L.LightningDataModule):
+    """train/val/test loaders over a folder of converted files (train.h5, val.h5, test.h5)."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        preprocessor_path: str | Path,
+        *,
+        batch_size: int,
+        n_train: int | None = None,
+        n_val: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.kwargs = dict(preprocessor_path=preprocessor_path, batch_size=batch_size)
+        self.n_train, self.n_val, self.seed = n_train, n_val, seed
+        self.num_workers = num_workers
+        self.datasets: dict[str, JetDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        self.datasets = {
+            "train": JetDataset(
+                self.data_dir / "train.h5", n_jets=self.n_train, seed=self.seed,
+                shuffle=True, drop_last=True, **self.kwargs,
+            ),
+            "val": JetDataset(
+                self.data_dir / "val.h5", n_jets=self.n_val, seed=self.seed, shuffle=False,
+                **self.kwargs,
+            ),
+            "test": JetDataset(
+                self.data_dir / "test.h5", seed=self.seed, shuffle=False, **self.kwargs
+            ),
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        return make_loader(self.datasets["train"], self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return make_loader(self.datasets["val"], self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return make_loader(self.datasets["test"], self.num_workers)

@@ -1,0 +1,337 @@
+"""ROOT -> HDF5 conversion: hand-computed features, labels, layout and bad inputs."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import btag_file, jetclass_file, make_source_tree, run_stage
+
+from mpm.data import schema
+from mpm.data.convert import convert_dataset, convert_split, dataset_spec
+from mpm.errors import InputError
+
+
+def convert_one(path: Path, params: dict, name: str, out: Path) -> h5py.File:
+    spec = dataset_spec(name, params["convert"][name])
+    convert_split([path], spec, out, seed=0, step_size=100, max_jets_per_file=None,
+                  bucket_jets=1000, empty_jets="error", compression=None)
+    return h5py.File(out)
+
+
+def rows_by_eta(file: h5py.File) -> dict[float, int]:
+    """The output is shuffled; find each jet by its (distinct) eta."""
+    return {round(float(eta), 3): i for i, eta in enumerate(file["jets"][:, 1])}
+
+
+# Hand-computed cases. Positive-eta jet: deta is as stored; negative-eta jet: the stored
+# part_deta is sign(jet_eta) * (eta - jet_eta), so the true eta_trk - eta_jet is -deta.
+JETCLASS_JETS = [
+    dict(jet_eta=1.0, jet_phi=0.5, particles=[
+        dict(kind="hadron", charge=1.0, px=3.0, py=4.0, deta=0.1, dphi=0.2, d0val=0.05,
+             dzval=-0.3),
+        dict(kind="photon", charge=0.0, px=6.0, py=8.0, deta=-0.9, dphi=0.05),
+        dict(kind="electron", charge=-1.0, px=0.0, py=1.0, deta=0.05, dphi=-0.1, d0val=-0.02,
+             dzval=0.4),
+    ]),
+    dict(jet_eta=-1.5, jet_phi=-2.0, particles=[
+        dict(kind="hadron", charge=-1.0, px=2.0, py=0.0, deta=0.2, dphi=-0.3, d0val=0.1,
+             dzval=0.5),
+        dict(kind="neutral", charge=0.0, px=1.0, py=0.0, deta=0.0, dphi=0.0),
+        dict(kind="muon", charge=1.0, px=0.0, py=3.0, deta=-0.1, dphi=0.1, d0val=-0.2,
+             dzval=-0.1),
+    ]),
+    dict(jet_eta=0.3, jet_phi=0.0, particles=[
+        dict(kind="muon", charge=-1.0, px=1.0, py=1.0, deta=0.0, dphi=0.0),
+        dict(kind="electron", charge=1.0, px=2.0, py=0.0, deta=0.0, dphi=0.0),
+    ]),
+]
+
+
+def test_jetclass_features_hand_computed(tmp_path, params):
+    path = jetclass_file(tmp_path / "HToBB_000.root", JETCLASS_JETS, "Hbb")
+    with convert_one(path, params, "jetclass", tmp_path / "out.h5") as f:
+        row = rows_by_eta(f)
+        csts, ids, mask = f["csts"][:], f["csts_id"][:], f["mask"][:]
+        assert csts.shape == (3, 128, 7) and mask.shape == (3, 128)
+        assert (f["labels"][:] == schema.JETCLASS_CLASSES.index("Hbb")).all()
+
+        j = row[1.0]  # pT order: photon (10), hadron (5), electron (1)
+        np.testing.assert_allclose(csts[j, :3, 0], [10.0, 5.0, 1.0], rtol=1e-6)
+        np.testing.assert_array_equal(ids[j, :3], [0, 3, 4])
+        np.testing.assert_array_equal(mask[j, :4], [True, True, True, False])
+        np.testing.assert_allclose(csts[j, 0, 1:3], [-0.8, 0.05], rtol=1e-6)  # deta clipped
+        np.testing.assert_allclose(csts[j, 0, 3:], 0.0)  # photon: no impact parameters
+        # hadron: d0 sign(0.05 sin 0.2) = +; z0 sign(-0.3 * (0 - 0.1)) = +
+        np.testing.assert_allclose(csts[j, 1, 3:], [0.05, 0.01, 0.3, 0.02], rtol=1e-6)
+        # electron: d0 sign(-0.02 sin -0.1) = +; z0 sign(0.4 * -0.05) = -
+        np.testing.assert_allclose(csts[j, 2, 3:], [0.02, 0.01, -0.4, 0.02], rtol=1e-6)
+        assert (csts[j, 3:] == 0).all() and (ids[j, 3:] == 0).all()
+
+        j = row[-1.5]  # negative eta; pT order: muon (3), hadron (2), neutral (1)
+        np.testing.assert_array_equal(ids[j, :3], [7, 1, 2])
+        # hadron: true eta_trk - eta_jet = -0.2, so z0 sign(0.5 * 0.2) = + (a missed flip gives -)
+        # d0 sign(0.1 sin -0.3) = -
+        np.testing.assert_allclose(csts[j, 1, 1:], [0.2, -0.3, -0.1, 0.01, 0.5, 0.02], rtol=1e-6)
+        # muon: true eta_rel = +0.1 -> z0 sign(-0.1 * -0.1) = +; d0 sign(-0.2 sin 0.1) = -
+        np.testing.assert_allclose(csts[j, 0, 3:], [-0.2, 0.01, 0.1, 0.02], rtol=1e-6)
+
+        j = row[0.3]
+        np.testing.assert_array_equal(ids[j, :2], [5, 6])  # positron (pT 2), muon- (pT 1.41)
+        np.testing.assert_allclose(f["jets"][j], [600.0, 0.3, 0.0, 125.0, 2.0], rtol=1e-6)
+
+
+def test_jetclass_truncates_to_the_hardest_128(tmp_path, params):
+    particles = [dict(kind="hadron", charge=1.0, px=float(i + 1), py=0.0, deta=0.0, dphi=0.0)
+                 for i in range(150)]
+    path = jetclass_file(tmp_path / "f.root", [dict(jet_eta=0.5, jet_phi=0.0,
+                                                    particles=particles)])
+    with convert_one(path, params, "jetclass", tmp_path / "out.h5") as f:
+        assert f["mask"][0].all()
+        np.testing.assert_allclose(f["csts"][0, :, 0], np.arange(150, 22, -1), rtol=1e-6)
+        assert f["jets"][0, 4] == 150  # the jet keeps its true multiplicity
+
+
+def test_jetclass_labels_follow_branches_not_file_names(tmp_path, params):
+    # A file named like TTBar but labelled Tbl by its branches is Tbl: labels never come
+    # from names or globs.
+    path = jetclass_file(tmp_path / "TTBar_000.root", JETCLASS_JETS, "Tbl")
+    with convert_one(path, params, "jetclass", tmp_path / "out.h5") as f:
+        assert (f["labels"][:] == schema.JETCLASS_CLASSES.index("Tbl")).all()
+
+
+BTAG_JETS = [
+    dict(jet_eta=-1.0, jet_phi=3.0, jet_flav=5,
+         hadrons=[(521, 1.5), (421, 2.5), (4122, 1.5)],
+         tracks=[
+             dict(pt=10.0, eta=-1.1, phi=-3.1, d0=0.2, z0=0.3, charge=1, pdg_id=211,
+                  vtx_index=0, prod_z=0.0),
+             dict(pt=8.0, eta=-1.0, phi=3.0, d0=0.0, z0=0.0, charge=-1, pdg_id=11,
+                  vtx_index=1, prod_z=1.5),
+             dict(pt=6.0, eta=-1.0, phi=3.0, d0=0.0, z0=0.0, charge=1, pdg_id=-13,
+                  vtx_index=2, prod_z=2.5),
+             dict(pt=4.0, eta=-1.0, phi=3.0, d0=0.0, z0=0.0, charge=-1, pdg_id=321,
+                  vtx_index=3, prod_z=7.0),
+         ]),
+    dict(jet_eta=0.5, jet_phi=0.0, jet_flav=0, hadrons=[], tracks=[
+        dict(pt=2.0, eta=0.6, phi=-0.1, d0=-0.1, z0=-0.2, charge=1, pdg_id=2212,
+             vtx_index=0, prod_z=0.0)]),
+    dict(jet_eta=1.5, jet_phi=0.0, jet_flav=4, hadrons=[(-411, 3.0)], tracks=[
+        dict(pt=3.0, eta=1.5, phi=0.0, d0=0.0, z0=0.0, charge=1, pdg_id=211,
+             vtx_index=1, prod_z=3.0)]),
+]
+
+
+def test_btag_features_labels_and_track_origins(tmp_path, params):
+    path = btag_file(tmp_path / "train_small.root", BTAG_JETS)
+    with convert_one(path, params, "btag", tmp_path / "out.h5") as f:
+        row = rows_by_eta(f)
+        assert f["csts"].shape == (3, 15, 7)
+        j = row[-1.0]
+        assert f["labels"][j] == schema.BTAG_CLASSES.index("bottom")
+        # phi wraps: -3.1 - 3.0 + 2 pi; deta = sign(-1) * (-1.1 + 1.0) = +0.1
+        dphi = -3.1 - 3.0 + 2 * np.pi
+        np.testing.assert_allclose(f["csts"][j, 0], [10.0, 0.1, dphi, 0.2, 0.01, 0.3, 0.02],
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(f["csts_id"][j, :4], [3, 4, 7, 1])
+        np.testing.assert_array_equal(f["vtx_id"][j, :5], [0, 1, 2, 3, -1])
+        origins = [schema.TRACK_ORIGINS[o] for o in f["track_origin"][j, :4]]
+        assert origins == ["primary", "b", "c", "other"]  # b wins over the c at z = 1.5
+        assert f["track_origin"][j, 4] == -1
+
+        j = row[0.5]
+        assert f["labels"][j] == schema.BTAG_CLASSES.index("light")
+        # d0 sign(-0.1 sin -0.1) = +; z0 sign(-0.2 * (0.5 - 0.6)) = +
+        np.testing.assert_allclose(f["csts"][j, 0, 3:], [0.1, 0.01, 0.2, 0.02], rtol=1e-5)
+        j = row[1.5]
+        assert f["labels"][j] == schema.BTAG_CLASSES.index("charm")
+        assert schema.TRACK_ORIGINS[f["track_origin"][j, 0]] == "c"
+
+
+def test_convert_dataset_is_seeded_and_complete(tmp_path, params):
+    root = make_source_tree(tmp_path / "raw", n_jets=30)
+    a = convert_dataset(params, "jetclass", root, tmp_path / "a")
+    b = convert_dataset(params, "jetclass", root, tmp_path / "b")
+    assert a == b and a["train"]["per_class"]["Hbb"] == 30 and a["train"]["n_jets"] == 60
+    with h5py.File(tmp_path / "a/train.h5") as fa, h5py.File(tmp_path / "b/train.h5") as fb:
+        np.testing.assert_array_equal(fa["csts"][:], fb["csts"][:])
+        labels = fa["labels"][:]
+        assert not (np.all(labels[:30] == labels[0]))  # the classes are mixed
+    params["seed"] += 1
+    c = convert_dataset(params, "jetclass", root, tmp_path / "c")
+    with h5py.File(tmp_path / "a/train.h5") as fa, h5py.File(tmp_path / "c/train.h5") as fc:
+        assert not np.array_equal(fa["labels"][:], fc["labels"][:])
+        # same jets, another order
+        np.testing.assert_allclose(np.sort(fa["jets"][:, 1]), np.sort(fc["jets"][:, 1]))
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["test.h5", "train.h5",
+                                                                  "val.h5"]
+
+
+def test_external_shuffle_with_many_buckets_keeps_every_jet(tmp_path, params):
+    root = make_source_tree(tmp_path / "raw", n_jets=50)
+    params["convert"]["bucket_jets"] = 7  # 100 jets -> 15 buckets
+    params["convert"]["step_size"] = 9
+    convert_dataset(params, "jetclass", root, tmp_path / "out")
+    with h5py.File(tmp_path / "out/train.h5") as f:
+        assert f["labels"].shape == (100,)
+        assert np.bincount(f["labels"][:]).tolist()[:2] == [50, 50]
+
+
+# ---- bad inputs: one line naming the file/field/param, non-zero exit, no partial output ----
+
+
+def _break_and_convert(tmp_path, params, breaker, dataset="jetclass"):
+    root = make_source_tree(tmp_path / "raw")
+    breaker(root)
+    out, metrics = tmp_path / "out", tmp_path / "m.json"
+    proc = run_stage("convert.py", params, tmp_path, "--dataset", dataset, "--generated",
+                     str(root), "--out", str(out), "--metrics", str(metrics))
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: convert: "), proc.stderr
+    assert proc.stderr.rstrip().endswith(errors[0])
+    assert not out.exists() and not metrics.exists()
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not leftovers
+    return errors[0]
+
+
+JC_TRAIN = "jetclass/train_100M/HToBB_000.root"
+
+
+def _rewrite_jetclass(root, **changes):
+    jets = [dict(jet_eta=0.5, jet_phi=0.0, particles=[dict(
+        kind=changes.get("kind", "hadron"), charge=changes.get("charge", 1.0),
+        px=changes.get("px", 1.0), py=1.0, deta=0.0, dphi=0.0)])]
+    jetclass_file(root / JC_TRAIN, jets)
+
+
+def test_error_missing_input_folder(tmp_path, params):
+    import shutil
+
+    msg = _break_and_convert(
+        tmp_path, params, lambda r: shutil.rmtree(r / "jetclass" / "val_5M"))
+    assert "val_5M" in msg and "not found" in msg
+
+
+def test_error_missing_branch(tmp_path, params):
+    def drop_branch(root):
+        import uproot
+
+        path = root / JC_TRAIN
+        arrays = uproot.open(path)["tree"].arrays()
+        from mpm.data.root_io import write_tree
+
+        scalars = {k: arrays[k].to_numpy() for k in arrays.fields
+                   if not k.startswith(("part_", "npart")) and k != "jet_sdmass"}
+        part = {k[5:]: arrays[k] for k in arrays.fields if k.startswith("part_")}
+        write_tree(path, "tree", scalars, {"part": part}, {"part": "npart"})
+
+    msg = _break_and_convert(tmp_path, params, drop_branch)
+    assert "HToBB_000.root" in msg and "jet_sdmass" in msg
+
+
+def test_error_truncated_file(tmp_path, params):
+    def truncate(root):
+        path = root / JC_TRAIN
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+
+    msg = _break_and_convert(tmp_path, params, truncate)
+    assert "HToBB_000.root" in msg
+
+
+def test_error_not_a_root_file(tmp_path, params):
+    msg = _break_and_convert(tmp_path, params, lambda r: (r / JC_TRAIN).write_text("hello"))
+    assert "HToBB_000.root" in msg and "ROOT" in msg
+
+
+def test_error_nan_value(tmp_path, params):
+    msg = _break_and_convert(tmp_path, params,
+                             lambda r: _rewrite_jetclass(r, px=float("nan")))
+    assert "HToBB_000.root" in msg and "part_px" in msg and "NaN" in msg
+
+
+def test_error_inf_value(tmp_path, params):
+    msg = _break_and_convert(tmp_path, params,
+                             lambda r: _rewrite_jetclass(r, px=float("inf")))
+    assert "part_px" in msg
+
+
+def test_error_empty_jet(tmp_path, params):
+    def empty(root):
+        jets = simple_jets = [dict(jet_eta=0.5, jet_phi=0.0, particles=[])]
+        jetclass_file(root / JC_TRAIN, simple_jets + jets)
+
+    msg = _break_and_convert(tmp_path, params, empty)
+    assert "HToBB_000.root" in msg and "no constituents" in msg
+
+
+def test_empty_jets_can_be_dropped(tmp_path, params):
+    jets = [dict(jet_eta=0.5, jet_phi=0.0, particles=[]), JETCLASS_JETS[0]]
+    path = jetclass_file(tmp_path / "f.root", jets)
+    spec = dataset_spec("jetclass", params["convert"]["jetclass"])
+    summary = convert_split([path], spec, tmp_path / "o.h5", seed=0, step_size=10,
+                            max_jets_per_file=None, bucket_jets=10, empty_jets="drop")
+    assert summary["n_jets"] == 1 and summary["n_dropped_empty"] == 1
+
+
+def test_error_wrong_dtype(tmp_path, params):
+    def float_flags(root):
+        import awkward as ak
+        import uproot
+
+        from mpm.data.root_io import write_tree
+
+        path = root / JC_TRAIN
+        arrays = uproot.open(path)["tree"].arrays()
+        scalars = {k: arrays[k].to_numpy() for k in arrays.fields
+                   if not k.startswith(("part_", "npart"))}
+        scalars["jet_pt"] = scalars["jet_pt"].astype(np.int32)  # jet_pt must be a float
+        part = {k[5:]: arrays[k] for k in arrays.fields if k.startswith("part_")}
+        part = {k: ak.values_astype(v, np.float32) for k, v in part.items()}
+        write_tree(path, "tree", scalars, {"part": part}, {"part": "npart"})
+
+    msg = _break_and_convert(tmp_path, params, float_flags)
+    assert "jet_pt" in msg and "expected float" in msg
+
+
+def test_error_particle_without_type_flag(tmp_path, params):
+    msg = _break_and_convert(tmp_path, params,
+                             lambda r: _rewrite_jetclass(r, kind="hadron", charge=0.0))
+    assert "part_charge" in msg
+
+
+def test_error_unknown_btag_flavour(tmp_path, params):
+    def bad_flav(root):
+        jets = [dict(BTAG_JETS[1], jet_flav=3)]
+        btag_file(root / "btag" / "train_small.root", jets)
+
+    msg = _break_and_convert(tmp_path, params, bad_flav, dataset="btag")
+    assert "train_small.root" in msg and "jet_flav" in msg
+
+
+@pytest.mark.parametrize(
+    "key, value, name",
+    [
+        (("convert", "jetclass", "max_constituents"), 0, "convert.jetclass.max_constituents"),
+        (("convert", "empty_jets"), "ignore", "convert.empty_jets"),
+        (("convert", "bucket_jets"), -5, "convert.bucket_jets"),
+        (("convert", "compression"), "zip", "convert.compression"),
+        (("data", "source"), "internet", "data.source"),
+    ],
+)
+def test_error_invalid_params(tmp_path, params, key, value, name):
+    node = params
+    for k in key[:-1]:
+        node = node[k]
+    node[key[-1]] = value
+    msg = _break_and_convert(tmp_path, params, lambda r: None)
+    assert name in msg
+
+
+def test_library_raises_input_error_for_missing_file(tmp_path, params):
+    spec = dataset_spec("jetclass", params["convert"]["jetclass"])
+    with pytest.raises(InputError, match="nope.root: file not found"):
+        convert_split([tmp_path / "nope.root"], spec, tmp_path / "o.h5", seed=0, step_size=10,
+                      max_jets_per_file=None, bucket_jets=10, empty_jets="error")
