@@ -32,11 +32,10 @@ def choose_blocks(n_total: int, n_jets: int | None, seed: int) -> tuple[np.ndarr
         return starts, lengths
     order = np.random.default_rng(seed).permutation(len(starts))
     cum = np.cumsum(lengths[order])
-    keep = order[: int(np.searchsorted(cum, n_jets)) + 1]
-    keep.sort()
-    starts, lengths = starts[keep], lengths[keep]
-    lengths[-1] -= int(lengths.sum()) - n_jets  # trim the last block to exactly n_jets
-    return starts, lengths
+    last = int(np.searchsorted(cum, n_jets))  # the block that reaches n_jets ...
+    lengths[order[last]] -= int(cum[last]) - n_jets  # ... is trimmed to give exactly n_jets
+    keep = np.sort(order[: last + 1])
+    return starts[keep], lengths[keep]
 
 
 class JetDataset(IterableDataset):

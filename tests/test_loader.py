@@ -1,0 +1,159 @@
+"""Preprocessor, loader and CWoLa builder on converted toy data."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from mpm.data import schema
+from mpm.data.convert import convert_dataset
+from mpm.data.cwola import SIGNAL, build_cwola
+from mpm.data.loader import JetDataModule, JetDataset, choose_blocks, make_loader
+from mpm.data.preprocess import fit_preprocessor, load_preprocessor, save_preprocessor
+from mpm.data.toy import generate_toy
+from mpm.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """Toy JetClass and BTag converted to HDF5, and a fitted preprocessor."""
+    import yaml
+    from conftest import REPO
+
+    params = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
+    root = tmp_path_factory.mktemp("data")
+    generate_toy(root / "raw", {"train": 300, "val": 60, "test": 200}, seed=1)
+    for name in ("jetclass", "btag"):
+        convert_dataset(params, name, root / "raw", root / name)
+    transformer = fit_preprocessor(root / "jetclass/train.h5", 1000, 500, 100_000, seed=0)
+    save_preprocessor(transformer, root / "pre.joblib")
+    return root
+
+
+def test_preprocessor_is_normal_and_fills_neutral_impact_parameters(converted):
+    pre = load_preprocessor(converted / "pre.joblib")
+    with h5py.File(converted / "jetclass/train.h5") as f:
+        csts, ids, mask = f["csts"][:500], f["csts_id"][:500], f["mask"][:500]
+    out = pre(csts, ids, mask, np.random.default_rng(0))
+    assert out.dtype == np.float32 and out.shape == csts.shape
+    assert (out[~mask] == 0).all() and np.isfinite(out).all()
+    flat, neutral = out[mask], np.isin(ids[mask], schema.NEUTRAL_IDS)
+    # Charged features follow N(0, 1) roughly; neutral IPs are N(0, 1) noise, not a spike.
+    assert abs(flat[:, 0].mean()) < 0.1 and abs(flat[:, 0].std() - 1) < 0.1
+    ips = flat[neutral][:, list(schema.IMPACT_PARAMETER_FEATURES)]
+    assert abs(ips.mean()) < 0.1 and abs(ips.std() - 1) < 0.1
+    assert len(np.unique(ips)) > 0.99 * ips.size  # noise, not a constant
+    # Invertible for charged particles.
+    charged = ~neutral
+    np.testing.assert_allclose(pre.inverse(flat[charged])[:, 0], csts[mask][charged][:, 0],
+                               rtol=1e-3, atol=1e-3)
+
+
+def test_preprocessor_errors(tmp_path):
+    with pytest.raises(InputError, match="preprocessor file not found"):
+        load_preprocessor(tmp_path / "missing.joblib")
+    (tmp_path / "bad.joblib").write_text("junk")
+    with pytest.raises(InputError, match="bad.joblib"):
+        load_preprocessor(tmp_path / "bad.joblib")
+
+
+def test_choose_blocks_is_seeded_and_exact():
+    s1, l1 = choose_blocks(10_000, 1000, seed=1)
+    s2, l2 = choose_blocks(10_000, 1000, seed=1)
+    s3, _ = choose_blocks(10_000, 1000, seed=2)
+    assert l1.sum() == 1000 and np.array_equal(s1, s2) and not np.array_equal(s1, s3)
+    starts, lengths = choose_blocks(1000, None, seed=0)
+    assert lengths.sum() == 1000 and starts[0] == 0
+
+
+def _indices(loader) -> list[np.ndarray]:
+    return [b["index"].numpy() for b in loader]
+
+
+def test_epoch_covers_subset_once_and_reshuffles(converted):
+    ds = JetDataset(converted / "jetclass/train.h5", converted / "pre.joblib", batch_size=100,
+                    n_jets=1500, seed=3, batches_per_read=2)
+    first, second = _indices(ds), _indices(ds)
+    assert len(first) == len(ds) == 15
+    a, b = np.concatenate(first), np.concatenate(second)
+    assert len(np.unique(a)) == 1500 and set(a) == set(b)  # same subset each epoch
+    assert not np.array_equal(a, b)  # new order each epoch
+    other = JetDataset(converted / "jetclass/train.h5", converted / "pre.joblib",
+                       batch_size=100, n_jets=1500, seed=4)
+    assert set(np.concatenate(_indices(other))) != set(a)  # the seed changes the content
+
+
+def test_loader_is_deterministic_and_workers_cover_everything(converted):
+    kwargs = dict(batch_size=128, n_jets=1000, seed=5, shuffle=True, drop_last=False)
+    ds0 = JetDataset(converted / "jetclass/train.h5", converted / "pre.joblib", **kwargs)
+    ds2 = JetDataset(converted / "jetclass/train.h5", converted / "pre.joblib", **kwargs)
+    single = list(make_loader(ds0, 0))
+    multi = list(make_loader(ds2, 2))
+    assert len(single) == len(multi) == len(ds0) == 8
+    key = lambda batches: sorted(tuple(b["index"].tolist()) for b in batches)  # noqa: E731
+    assert key(single) == key(multi)  # workers split the groups, nothing lost or repeated
+    by_first = {int(b["index"][0]): b for b in multi}
+    for b in single:
+        torch.testing.assert_close(b["csts"], by_first[int(b["index"][0])]["csts"])
+
+
+def test_batch_layout_and_padding_trim(converted):
+    ds = JetDataset(converted / "btag/train.h5", converted / "pre.joblib", batch_size=64,
+                    shuffle=False)
+    batch = next(iter(ds))
+    width = batch["mask"].shape[1]
+    assert width == int(batch["mask"].sum(1).max()) and width <= 15
+    assert batch["csts"].shape == (64, width, 7) and batch["csts"].dtype == torch.float32
+    assert batch["csts_id"].dtype == torch.long and batch["labels"].shape == (64,)
+    assert batch["vtx_id"].shape == batch["track_origin"].shape == (64, width)
+    assert ((batch["track_origin"] >= 0) == batch["mask"]).all()
+    assert (batch["csts"][~batch["mask"]] == 0).all()
+    assert torch.equal(batch["index"], torch.arange(64))  # unshuffled: file order
+
+
+def test_too_many_jets_requested(converted):
+    with pytest.raises(InputError, match="asked for 999999 jets"):
+        JetDataset(converted / "jetclass/train.h5", converted / "pre.joblib", batch_size=10,
+                   n_jets=999_999)
+
+
+def test_datamodule(converted):
+    dm = JetDataModule(converted / "jetclass", converted / "pre.joblib", batch_size=50,
+                       n_train=500, seed=1)
+    dm.setup("fit")
+    train = list(dm.train_dataloader())
+    assert len(train) == 10 and all(len(b["labels"]) == 50 for b in train)
+    n_val = sum(len(b["labels"]) for b in dm.val_dataloader())
+    assert n_val == 600  # the whole validation split
+
+
+def test_cwola_builder(converted, tmp_path):
+    summary = build_cwola(converted / "jetclass/train.h5", converted / "jetclass/test.h5",
+                          tmp_path / "cwola", n_background=100, n_signal=20,
+                          n_test_per_class=150, val_fraction=0.2, seed=0)
+    assert summary == {"n_train": 176, "n_val": 44, "n_signal": 20, "n_test": 300}
+    with h5py.File(tmp_path / "cwola/train.h5") as tr, h5py.File(tmp_path / "cwola/val.h5") as va:
+        labels = np.concatenate([tr["labels"][:], va["labels"][:]])
+        truth = np.concatenate([tr["true_labels"][:], va["true_labels"][:]])
+    assert (labels == 0).sum() == 100 and (labels == 1).sum() == 120
+    assert set(truth[labels == 0]) == {0}  # the pure QCD half
+    assert (truth[labels == 1] == SIGNAL).sum() == 20  # top (Tbqq) injected, never Tbl
+    with h5py.File(tmp_path / "cwola/test.h5") as te:
+        assert np.bincount(te["labels"][:]).tolist() == [150, 150]
+        assert set(te["true_labels"][:]) == {0, SIGNAL}
+    # Trains through the standard loader.
+    ds = JetDataset(tmp_path / "cwola/train.h5", converted / "pre.joblib", batch_size=32)
+    assert sum(len(b["labels"]) for b in ds) == 176
+    with pytest.raises(InputError, match="needs 100000 QCD jets"):
+        build_cwola(converted / "jetclass/train.h5", converted / "jetclass/test.h5",
+                    tmp_path / "c2", n_background=50_000, n_signal=1, n_test_per_class=1,
+                    val_fraction=0.1, seed=0)
+    assert not (tmp_path / "c2").exists()
+
+
+@pytest.mark.parametrize("n_total, n_jets", [(3000, 2900), (300, 1), (257, 256), (1000, 999)])
+def test_choose_blocks_handles_a_short_last_block(n_total, n_jets):
+    for seed in range(20):
+        starts, lengths = choose_blocks(n_total, n_jets, seed)
+        assert lengths.sum() == n_jets and (lengths > 0).all()
+        assert (starts + lengths <= n_total).all() and (starts[1:] > starts[:-1]).all()

@@ -1,0 +1,77 @@
+"""The repository as a whole: profiles, stage CLIs, and the DVC DAG on the smoke profile."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, copy_repo
+
+STAGES = sorted((REPO / "stages").glob("*.py"))
+PROFILES = [REPO / "params.yaml", *sorted((REPO / "profiles").glob("*.yaml"))]
+
+
+def _keys(node, prefix=""):
+    if not isinstance(node, dict):
+        return {prefix}
+    return set().union(*(_keys(v, f"{prefix}.{k}" if prefix else k) for k, v in node.items()))
+
+
+def test_profiles_have_the_same_keys_and_no_templating():
+    reference = _keys(yaml.safe_load(PROFILES[0].read_text()))
+    for path in PROFILES:
+        text = path.read_text()
+        assert "${" not in text and "&" not in text and "*" not in text.replace("# ", ""), path
+        params = yaml.safe_load(text)
+        assert _keys(params) == reference, path
+        assert 0 < params["mask_rate"] < 1 and isinstance(params["seed"], int)
+    names = {yaml.safe_load(p.read_text())["profile"] for p in PROFILES}
+    assert names == {"default", "smoke", "paper"}
+
+
+@pytest.mark.parametrize("script", STAGES, ids=lambda p: p.name)
+def test_every_stage_has_help(script):
+    proc = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0 and "usage:" in proc.stdout and "--params" in proc.stdout
+
+
+def _run(cmd, cwd, env):
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
+                          check=True).stdout
+
+
+@pytest.mark.slow
+def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    _run(["git", "init", "-q"], repo, env)
+    (repo / "params.yaml").write_text((repo / "profiles" / "smoke.yaml").read_text())
+    (repo / "dvc.lock").unlink(missing_ok=True)
+    _run([*git, "add", "-A"], repo, env)
+    _run([*git, "commit", "-qm", "snapshot"], repo, env)
+
+    _run(["dvc", "repro"], repo, env)
+    assert "up to date" in _run(["dvc", "status"], repo, env)
+    second = _run(["dvc", "repro"], repo, env)
+    assert "Running stage" not in second
+
+    # Stages write nothing undeclared: every new file is a declared (git-ignored) output.
+    untracked = _run(["git", "status", "--porcelain", "--untracked-files=all"], repo, env)
+    assert {line[3:] for line in untracked.splitlines()} <= {"dvc.lock"}, untracked
+
+    # Every dependency is tracked by git or produced by a stage.
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    outs = {o["path"] for s in lock.values() for o in s.get("outs", [])}
+    tracked = set(_run(["git", "ls-files"], repo, env).splitlines())
+    for name, stage in lock.items():
+        for dep in stage.get("deps", []):
+            path = dep["path"]
+            assert path in tracked or path in outs, f"{name}: {path} is neither in git nor an out"
+
+    # The metrics are visible to DVC.
+    metrics = _run(["dvc", "metrics", "show", "--json"], repo, env)
+    assert "convert_jetclass.json" in metrics and "n_jets" in metrics
