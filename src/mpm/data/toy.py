@@ -130,6 +130,8 @@ def generate_toy(out_root: Path, jets_per_file: dict[str, int], seed: int) -> No
         with atomic_file(folder / name) as tmp:
             write_jetclass(tmp, part, jet, cls)
     for i, (split, name) in enumerate(BTAG_FILES.items()):
+        if split not in jets_per_file:
+            continue
         rng = np.random.default_rng([seed, 1, i])
         trk, hadron, jet = toy_btag(jets_per_file[split] * 3, rng)
         (out_root / "btag").mkdir(parents=True, exist_ok=True)
