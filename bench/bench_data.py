@@ -45,21 +45,32 @@ def main() -> None:
         for compression in ("lzf", None):
             tic = time.perf_counter()
             summary = convert_split(
-                files, spec, tmp / f"train_{compression}.h5", seed=0,
-                step_size=params["convert"]["step_size"], max_jets_per_file=None,
-                bucket_jets=params["convert"]["bucket_jets"], empty_jets="error",
+                files,
+                spec,
+                tmp / f"train_{compression}.h5",
+                seed=0,
+                step_size=params["convert"]["step_size"],
+                max_jets_per_file=None,
+                bucket_jets=params["convert"]["bucket_jets"],
+                empty_jets="error",
                 compression=compression,
             )
             rate = summary["n_jets"] / (time.perf_counter() - tic)
             results[f"convert_jets_per_s[{compression}]"] = round(rate)
         n_jets = summary["n_jets"]
         results["n_jets"] = n_jets
-        save_preprocessor(fit_preprocessor(tmp / "train_lzf.h5", 20000, 500, 1_000_000, 0),
-                          tmp / "pre.joblib")
+        save_preprocessor(
+            fit_preprocessor(tmp / "train_lzf.h5", 20000, 500, 1_000_000, 0), tmp / "pre.joblib"
+        )
         for compression in ("lzf", None):
             for workers in sorted({0, min(2, os.cpu_count())}):
-                ds = JetDataset(tmp / f"train_{compression}.h5", tmp / "pre.joblib",
-                                batch_size=args.batch_size, seed=0, drop_last=True)
+                ds = JetDataset(
+                    tmp / f"train_{compression}.h5",
+                    tmp / "pre.joblib",
+                    batch_size=args.batch_size,
+                    seed=0,
+                    drop_last=True,
+                )
                 loader = make_loader(ds, workers)
                 rates = []
                 for _ in range(3):  # first pass includes worker start-up

@@ -12,9 +12,7 @@ from mpm.params import get
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--out", default="data/real", help="output directory (default: data/real)"
-    )
+    parser.add_argument("--out", default="data/real", help="output directory (default: data/real)")
 
 
 def body(params: dict, args: argparse.Namespace) -> None:

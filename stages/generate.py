@@ -7,7 +7,6 @@ datasets, so that `convert` runs the same code on generated and downloaded data.
 import argparse
 import json
 import logging
-from pathlib import Path
 
 from mpm.atomic import atomic_dir
 from mpm.cli import run_stage
@@ -25,7 +24,10 @@ def body(params: dict, args: argparse.Namespace) -> None:
     source = one_of(get(params, "data.source"), "data.source", ["generated", "real"])
     engine = one_of(get(params, "generate.engine"), "generate.engine", ["toy"])
     jets = get(params, "generate.jets_per_file")
-    jets = {s: positive_int(jets.get(s), f"generate.jets_per_file.{s}") for s in ("train", "val", "test")}
+    jets = {
+        s: positive_int(jets.get(s), f"generate.jets_per_file.{s}")
+        for s in ("train", "val", "test")
+    }
     with atomic_dir(args.out) as tmp:
         if source == "generated":
             generate_toy(tmp, jets, get(params, "seed"))

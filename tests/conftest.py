@@ -20,8 +20,23 @@ def jetclass_file(path: Path, jets: list[dict], label: str = "Hbb") -> Path:
     dphi, d0val, dzval, charge, kind (photon|neutral|hadron|electron|muon)."""
     kinds = ("Photon", "NeutralHadron", "ChargedHadron", "Electron", "Muon")
     short = dict(zip(("photon", "neutral", "hadron", "electron", "muon"), kinds))
-    part = {k: [] for k in ("px", "py", "pz", "energy", "deta", "dphi", "d0val", "d0err",
-                            "dzval", "dzerr", "charge", *(f"is{k}" for k in kinds))}
+    part = {
+        k: []
+        for k in (
+            "px",
+            "py",
+            "pz",
+            "energy",
+            "deta",
+            "dphi",
+            "d0val",
+            "d0err",
+            "dzval",
+            "dzerr",
+            "charge",
+            *(f"is{k}" for k in kinds),
+        )
+    }
     for jet in jets:
         rows = {k: [] for k in part}
         for p in jet["particles"]:
@@ -82,10 +97,16 @@ def simple_jetclass_jets(n: int, seed: int = 0) -> list[dict]:
     jets = []
     for _ in range(n):
         particles = [
-            dict(px=float(rng.uniform(1, 50)), py=float(rng.uniform(1, 50)),
-                 deta=float(rng.normal(0, 0.2)), dphi=float(rng.normal(0, 0.2)),
-                 d0val=float(rng.normal(0, 0.1)), dzval=float(rng.normal(0, 0.1)),
-                 charge=1.0, kind="hadron")
+            dict(
+                px=float(rng.uniform(1, 50)),
+                py=float(rng.uniform(1, 50)),
+                deta=float(rng.normal(0, 0.2)),
+                dphi=float(rng.normal(0, 0.2)),
+                d0val=float(rng.normal(0, 0.1)),
+                dzval=float(rng.normal(0, 0.1)),
+                charge=1.0,
+                kind="hadron",
+            )
             for _ in range(int(rng.integers(1, 6)))
         ]
         jets.append(dict(jet_eta=float(rng.uniform(-2, 2)), jet_phi=0.0, particles=particles))
@@ -97,22 +118,38 @@ def simple_btag_jets(n: int, seed: int = 0) -> list[dict]:
     jets = []
     for i in range(n):
         tracks = [
-            dict(pt=float(rng.uniform(1, 20)), eta=0.1, phi=0.1, d0=0.01, z0=0.02, charge=1,
-                 pdg_id=211, vtx_index=0, prod_z=0.0)
+            dict(
+                pt=float(rng.uniform(1, 20)),
+                eta=0.1,
+                phi=0.1,
+                d0=0.01,
+                z0=0.02,
+                charge=1,
+                pdg_id=211,
+                vtx_index=0,
+                prod_z=0.0,
+            )
             for _ in range(int(rng.integers(1, 5)))
         ]
-        jets.append(dict(jet_eta=0.0, jet_phi=0.0, jet_flav=(0, 4, 5)[i % 3], hadrons=[],
-                         tracks=tracks))
+        jets.append(
+            dict(jet_eta=0.0, jet_phi=0.0, jet_flav=(0, 4, 5)[i % 3], hadrons=[], tracks=tracks)
+        )
     return jets
 
 
 def make_source_tree(root: Path, n_jets: int = 20) -> Path:
     """A tiny raw-data tree laid out like the extracted real datasets."""
     for split, number in (("train_100M", 0), ("val_5M", 120), ("test_20M", 100)):
-        jetclass_file(root / "jetclass" / split / f"HToBB_{number:03d}.root",
-                      simple_jetclass_jets(n_jets, number), "Hbb")
-        jetclass_file(root / "jetclass" / split / f"ZJetsToNuNu_{number:03d}.root",
-                      simple_jetclass_jets(n_jets, number + 1), "QCD")
+        jetclass_file(
+            root / "jetclass" / split / f"HToBB_{number:03d}.root",
+            simple_jetclass_jets(n_jets, number),
+            "Hbb",
+        )
+        jetclass_file(
+            root / "jetclass" / split / f"ZJetsToNuNu_{number:03d}.root",
+            simple_jetclass_jets(n_jets, number + 1),
+            "QCD",
+        )
     for i, name in enumerate(("train_small", "validate_small", "test_small")):
         btag_file(root / "btag" / f"{name}.root", simple_btag_jets(n_jets, i))
     return root
@@ -130,7 +167,10 @@ def run_stage(script: str, params: dict, tmp_path: Path, *args: str):
     params_file.write_text(yaml.safe_dump(params))
     return subprocess.run(
         [sys.executable, str(REPO / "stages" / script), "--params", str(params_file), *args],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
 
 
@@ -138,7 +178,10 @@ def copy_repo(dest: Path) -> Path:
     """Copy the git-tracked and untracked-but-not-ignored files of the repository."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     for name in filter(None, files):
         src = REPO / name

@@ -5,8 +5,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import btag_file, jetclass_file, make_source_tree, run_stage
 
+from conftest import btag_file, jetclass_file, make_source_tree, run_stage
 from mpm.data import schema
 from mpm.data.convert import convert_dataset, convert_split, dataset_spec
 from mpm.errors import InputError
@@ -14,8 +14,17 @@ from mpm.errors import InputError
 
 def convert_one(path: Path, params: dict, name: str, out: Path) -> h5py.File:
     spec = dataset_spec(name, params["convert"][name])
-    convert_split([path], spec, out, seed=0, step_size=100, max_jets_per_file=None,
-                  bucket_jets=1000, empty_jets="error", compression=None)
+    convert_split(
+        [path],
+        spec,
+        out,
+        seed=0,
+        step_size=100,
+        max_jets_per_file=None,
+        bucket_jets=1000,
+        empty_jets="error",
+        compression=None,
+    )
     return h5py.File(out)
 
 
@@ -26,26 +35,27 @@ def rows_by_eta(file: h5py.File) -> dict[float, int]:
 
 # Hand-computed cases. Positive-eta jet: deta is as stored; negative-eta jet: the stored
 # part_deta is sign(jet_eta) * (eta - jet_eta), so the true eta_trk - eta_jet is -deta.
+def _particle(kind, charge, px, py, deta, dphi, d0val=0.0, dzval=0.0):
+    return dict(kind=kind, charge=charge, px=px, py=py, deta=deta, dphi=dphi, d0val=d0val,
+                dzval=dzval)  # fmt: skip
+
+
 JETCLASS_JETS = [
     dict(jet_eta=1.0, jet_phi=0.5, particles=[
-        dict(kind="hadron", charge=1.0, px=3.0, py=4.0, deta=0.1, dphi=0.2, d0val=0.05,
-             dzval=-0.3),
-        dict(kind="photon", charge=0.0, px=6.0, py=8.0, deta=-0.9, dphi=0.05),
-        dict(kind="electron", charge=-1.0, px=0.0, py=1.0, deta=0.05, dphi=-0.1, d0val=-0.02,
-             dzval=0.4),
+        _particle("hadron", 1.0, 3.0, 4.0, 0.1, 0.2, d0val=0.05, dzval=-0.3),
+        _particle("photon", 0.0, 6.0, 8.0, -0.9, 0.05),
+        _particle("electron", -1.0, 0.0, 1.0, 0.05, -0.1, d0val=-0.02, dzval=0.4),
     ]),
     dict(jet_eta=-1.5, jet_phi=-2.0, particles=[
-        dict(kind="hadron", charge=-1.0, px=2.0, py=0.0, deta=0.2, dphi=-0.3, d0val=0.1,
-             dzval=0.5),
-        dict(kind="neutral", charge=0.0, px=1.0, py=0.0, deta=0.0, dphi=0.0),
-        dict(kind="muon", charge=1.0, px=0.0, py=3.0, deta=-0.1, dphi=0.1, d0val=-0.2,
-             dzval=-0.1),
+        _particle("hadron", -1.0, 2.0, 0.0, 0.2, -0.3, d0val=0.1, dzval=0.5),
+        _particle("neutral", 0.0, 1.0, 0.0, 0.0, 0.0),
+        _particle("muon", 1.0, 0.0, 3.0, -0.1, 0.1, d0val=-0.2, dzval=-0.1),
     ]),
     dict(jet_eta=0.3, jet_phi=0.0, particles=[
-        dict(kind="muon", charge=-1.0, px=1.0, py=1.0, deta=0.0, dphi=0.0),
-        dict(kind="electron", charge=1.0, px=2.0, py=0.0, deta=0.0, dphi=0.0),
+        _particle("muon", -1.0, 1.0, 1.0, 0.0, 0.0),
+        _particle("electron", 1.0, 2.0, 0.0, 0.0, 0.0),
     ]),
-]
+]  # fmt: skip
 
 
 def test_jetclass_features_hand_computed(tmp_path, params):
@@ -82,10 +92,11 @@ def test_jetclass_features_hand_computed(tmp_path, params):
 
 
 def test_jetclass_truncates_to_the_hardest_128(tmp_path, params):
-    particles = [dict(kind="hadron", charge=1.0, px=float(i + 1), py=0.0, deta=0.0, dphi=0.0)
-                 for i in range(150)]
-    path = jetclass_file(tmp_path / "f.root", [dict(jet_eta=0.5, jet_phi=0.0,
-                                                    particles=particles)])
+    particles = [
+        dict(kind="hadron", charge=1.0, px=float(i + 1), py=0.0, deta=0.0, dphi=0.0)
+        for i in range(150)
+    ]
+    path = jetclass_file(tmp_path / "f.root", [dict(jet_eta=0.5, jet_phi=0.0, particles=particles)])
     with convert_one(path, params, "jetclass", tmp_path / "out.h5") as f:
         assert f["mask"][0].all()
         np.testing.assert_allclose(f["csts"][0, :, 0], np.arange(150, 22, -1), rtol=1e-6)
@@ -100,26 +111,24 @@ def test_jetclass_labels_follow_branches_not_file_names(tmp_path, params):
         assert (f["labels"][:] == schema.JETCLASS_CLASSES.index("Tbl")).all()
 
 
+def _track(pt, eta, phi, d0, z0, charge, pdg_id, vtx_index, prod_z):
+    return dict(pt=pt, eta=eta, phi=phi, d0=d0, z0=z0, charge=charge, pdg_id=pdg_id,
+                vtx_index=vtx_index, prod_z=prod_z)  # fmt: skip
+
+
+# A negative-eta b-jet whose first track's phi wraps around pi; a light and a charm jet.
+# Hadrons are (pdg id, z); the track at z = 1.5 matches both a b and a c hadron.
 BTAG_JETS = [
-    dict(jet_eta=-1.0, jet_phi=3.0, jet_flav=5,
-         hadrons=[(521, 1.5), (421, 2.5), (4122, 1.5)],
-         tracks=[
-             dict(pt=10.0, eta=-1.1, phi=-3.1, d0=0.2, z0=0.3, charge=1, pdg_id=211,
-                  vtx_index=0, prod_z=0.0),
-             dict(pt=8.0, eta=-1.0, phi=3.0, d0=0.0, z0=0.0, charge=-1, pdg_id=11,
-                  vtx_index=1, prod_z=1.5),
-             dict(pt=6.0, eta=-1.0, phi=3.0, d0=0.0, z0=0.0, charge=1, pdg_id=-13,
-                  vtx_index=2, prod_z=2.5),
-             dict(pt=4.0, eta=-1.0, phi=3.0, d0=0.0, z0=0.0, charge=-1, pdg_id=321,
-                  vtx_index=3, prod_z=7.0),
-         ]),
-    dict(jet_eta=0.5, jet_phi=0.0, jet_flav=0, hadrons=[], tracks=[
-        dict(pt=2.0, eta=0.6, phi=-0.1, d0=-0.1, z0=-0.2, charge=1, pdg_id=2212,
-             vtx_index=0, prod_z=0.0)]),
-    dict(jet_eta=1.5, jet_phi=0.0, jet_flav=4, hadrons=[(-411, 3.0)], tracks=[
-        dict(pt=3.0, eta=1.5, phi=0.0, d0=0.0, z0=0.0, charge=1, pdg_id=211,
-             vtx_index=1, prod_z=3.0)]),
-]
+    dict(jet_eta=-1.0, jet_phi=3.0, jet_flav=5, hadrons=[(521, 1.5), (421, 2.5), (4122, 1.5)],
+         tracks=[_track(10.0, -1.1, -3.1, 0.2, 0.3, 1, 211, 0, 0.0),
+                 _track(8.0, -1.0, 3.0, 0.0, 0.0, -1, 11, 1, 1.5),
+                 _track(6.0, -1.0, 3.0, 0.0, 0.0, 1, -13, 2, 2.5),
+                 _track(4.0, -1.0, 3.0, 0.0, 0.0, -1, 321, 3, 7.0)]),
+    dict(jet_eta=0.5, jet_phi=0.0, jet_flav=0, hadrons=[],
+         tracks=[_track(2.0, 0.6, -0.1, -0.1, -0.2, 1, 2212, 0, 0.0)]),
+    dict(jet_eta=1.5, jet_phi=0.0, jet_flav=4, hadrons=[(-411, 3.0)],
+         tracks=[_track(3.0, 1.5, 0.0, 0.0, 0.0, 1, 211, 1, 3.0)]),
+]  # fmt: skip
 
 
 def test_btag_features_labels_and_track_origins(tmp_path, params):
@@ -131,8 +140,9 @@ def test_btag_features_labels_and_track_origins(tmp_path, params):
         assert f["labels"][j] == schema.BTAG_CLASSES.index("bottom")
         # phi wraps: -3.1 - 3.0 + 2 pi; deta = sign(-1) * (-1.1 + 1.0) = +0.1
         dphi = -3.1 - 3.0 + 2 * np.pi
-        np.testing.assert_allclose(f["csts"][j, 0], [10.0, 0.1, dphi, 0.2, 0.01, 0.3, 0.02],
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            f["csts"][j, 0], [10.0, 0.1, dphi, 0.2, 0.01, 0.3, 0.02], rtol=1e-5, atol=1e-6
+        )
         np.testing.assert_array_equal(f["csts_id"][j, :4], [3, 4, 7, 1])
         np.testing.assert_array_equal(f["vtx_id"][j, :5], [0, 1, 2, 3, -1])
         origins = [schema.TRACK_ORIGINS[o] for o in f["track_origin"][j, :4]]
@@ -158,13 +168,12 @@ def test_convert_dataset_is_seeded_and_complete(tmp_path, params):
         labels = fa["labels"][:]
         assert not (np.all(labels[:30] == labels[0]))  # the classes are mixed
     params["seed"] += 1
-    c = convert_dataset(params, "jetclass", root, tmp_path / "c")
+    convert_dataset(params, "jetclass", root, tmp_path / "c")
     with h5py.File(tmp_path / "a/train.h5") as fa, h5py.File(tmp_path / "c/train.h5") as fc:
         assert not np.array_equal(fa["labels"][:], fc["labels"][:])
         # same jets, another order
         np.testing.assert_allclose(np.sort(fa["jets"][:, 1]), np.sort(fc["jets"][:, 1]))
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["test.h5", "train.h5",
-                                                                  "val.h5"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["test.h5", "train.h5", "val.h5"]
 
 
 def test_external_shuffle_with_many_buckets_keeps_every_jet(tmp_path, params):
@@ -184,8 +193,19 @@ def _break_and_convert(tmp_path, params, breaker, dataset="jetclass"):
     root = make_source_tree(tmp_path / "raw")
     breaker(root)
     out, metrics = tmp_path / "out", tmp_path / "m.json"
-    proc = run_stage("convert.py", params, tmp_path, "--dataset", dataset, "--generated",
-                     str(root), "--out", str(out), "--metrics", str(metrics))
+    proc = run_stage(
+        "convert.py",
+        params,
+        tmp_path,
+        "--dataset",
+        dataset,
+        "--generated",
+        str(root),
+        "--out",
+        str(out),
+        "--metrics",
+        str(metrics),
+    )
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: convert: "), proc.stderr
@@ -200,17 +220,29 @@ JC_TRAIN = "jetclass/train_100M/HToBB_000.root"
 
 
 def _rewrite_jetclass(root, **changes):
-    jets = [dict(jet_eta=0.5, jet_phi=0.0, particles=[dict(
-        kind=changes.get("kind", "hadron"), charge=changes.get("charge", 1.0),
-        px=changes.get("px", 1.0), py=1.0, deta=0.0, dphi=0.0)])]
+    jets = [
+        dict(
+            jet_eta=0.5,
+            jet_phi=0.0,
+            particles=[
+                dict(
+                    kind=changes.get("kind", "hadron"),
+                    charge=changes.get("charge", 1.0),
+                    px=changes.get("px", 1.0),
+                    py=1.0,
+                    deta=0.0,
+                    dphi=0.0,
+                )
+            ],
+        )
+    ]
     jetclass_file(root / JC_TRAIN, jets)
 
 
 def test_error_missing_input_folder(tmp_path, params):
     import shutil
 
-    msg = _break_and_convert(
-        tmp_path, params, lambda r: shutil.rmtree(r / "jetclass" / "val_5M"))
+    msg = _break_and_convert(tmp_path, params, lambda r: shutil.rmtree(r / "jetclass" / "val_5M"))
     assert "val_5M" in msg and "not found" in msg
 
 
@@ -222,8 +254,11 @@ def test_error_missing_branch(tmp_path, params):
         arrays = uproot.open(path)["tree"].arrays()
         from mpm.data.root_io import write_tree
 
-        scalars = {k: arrays[k].to_numpy() for k in arrays.fields
-                   if not k.startswith(("part_", "npart")) and k != "jet_sdmass"}
+        scalars = {
+            k: arrays[k].to_numpy()
+            for k in arrays.fields
+            if not k.startswith(("part_", "npart")) and k != "jet_sdmass"
+        }
         part = {k[5:]: arrays[k] for k in arrays.fields if k.startswith("part_")}
         write_tree(path, "tree", scalars, {"part": part}, {"part": "npart"})
 
@@ -247,14 +282,12 @@ def test_error_not_a_root_file(tmp_path, params):
 
 
 def test_error_nan_value(tmp_path, params):
-    msg = _break_and_convert(tmp_path, params,
-                             lambda r: _rewrite_jetclass(r, px=float("nan")))
+    msg = _break_and_convert(tmp_path, params, lambda r: _rewrite_jetclass(r, px=float("nan")))
     assert "HToBB_000.root" in msg and "part_px" in msg and "NaN" in msg
 
 
 def test_error_inf_value(tmp_path, params):
-    msg = _break_and_convert(tmp_path, params,
-                             lambda r: _rewrite_jetclass(r, px=float("inf")))
+    msg = _break_and_convert(tmp_path, params, lambda r: _rewrite_jetclass(r, px=float("inf")))
     assert "part_px" in msg
 
 
@@ -271,8 +304,16 @@ def test_empty_jets_can_be_dropped(tmp_path, params):
     jets = [dict(jet_eta=0.5, jet_phi=0.0, particles=[]), JETCLASS_JETS[0]]
     path = jetclass_file(tmp_path / "f.root", jets)
     spec = dataset_spec("jetclass", params["convert"]["jetclass"])
-    summary = convert_split([path], spec, tmp_path / "o.h5", seed=0, step_size=10,
-                            max_jets_per_file=None, bucket_jets=10, empty_jets="drop")
+    summary = convert_split(
+        [path],
+        spec,
+        tmp_path / "o.h5",
+        seed=0,
+        step_size=10,
+        max_jets_per_file=None,
+        bucket_jets=10,
+        empty_jets="drop",
+    )
     assert summary["n_jets"] == 1 and summary["n_dropped_empty"] == 1
 
 
@@ -285,8 +326,9 @@ def test_error_wrong_dtype(tmp_path, params):
 
         path = root / JC_TRAIN
         arrays = uproot.open(path)["tree"].arrays()
-        scalars = {k: arrays[k].to_numpy() for k in arrays.fields
-                   if not k.startswith(("part_", "npart"))}
+        scalars = {
+            k: arrays[k].to_numpy() for k in arrays.fields if not k.startswith(("part_", "npart"))
+        }
         scalars["jet_pt"] = scalars["jet_pt"].astype(np.int32)  # jet_pt must be a float
         part = {k[5:]: arrays[k] for k in arrays.fields if k.startswith("part_")}
         part = {k: ak.values_astype(v, np.float32) for k, v in part.items()}
@@ -297,8 +339,9 @@ def test_error_wrong_dtype(tmp_path, params):
 
 
 def test_error_particle_without_type_flag(tmp_path, params):
-    msg = _break_and_convert(tmp_path, params,
-                             lambda r: _rewrite_jetclass(r, kind="hadron", charge=0.0))
+    msg = _break_and_convert(
+        tmp_path, params, lambda r: _rewrite_jetclass(r, kind="hadron", charge=0.0)
+    )
     assert "part_charge" in msg
 
 
@@ -319,6 +362,7 @@ def test_error_unknown_btag_flavour(tmp_path, params):
         (("convert", "bucket_jets"), -5, "convert.bucket_jets"),
         (("convert", "compression"), "zip", "convert.compression"),
         (("data", "source"), "internet", "data.source"),
+        (("convert", "jetclass", "inputs", "val"), [], "convert.jetclass.inputs.val"),
     ],
 )
 def test_error_invalid_params(tmp_path, params, key, value, name):
@@ -333,5 +377,13 @@ def test_error_invalid_params(tmp_path, params, key, value, name):
 def test_library_raises_input_error_for_missing_file(tmp_path, params):
     spec = dataset_spec("jetclass", params["convert"]["jetclass"])
     with pytest.raises(InputError, match="nope.root: file not found"):
-        convert_split([tmp_path / "nope.root"], spec, tmp_path / "o.h5", seed=0, step_size=10,
-                      max_jets_per_file=None, bucket_jets=10, empty_jets="error")
+        convert_split(
+            [tmp_path / "nope.root"],
+            spec,
+            tmp_path / "o.h5",
+            seed=0,
+            step_size=10,
+            max_jets_per_file=None,
+            bucket_jets=10,
+            empty_jets="error",
+        )

@@ -18,6 +18,7 @@ from mpm.errors import InputError
 def converted(tmp_path_factory):
     """Toy JetClass and BTag converted to HDF5, and a fitted preprocessor."""
     import yaml
+
     from conftest import REPO
 
     params = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
@@ -45,8 +46,9 @@ def test_preprocessor_is_normal_and_fills_neutral_impact_parameters(converted):
     assert len(np.unique(ips)) > 0.99 * ips.size  # noise, not a constant
     # Invertible for charged particles.
     charged = ~neutral
-    np.testing.assert_allclose(pre.inverse(flat[charged])[:, 0], csts[mask][charged][:, 0],
-                               rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(
+        pre.inverse(flat[charged])[:, 0], csts[mask][charged][:, 0], rtol=1e-3, atol=1e-3
+    )
 
 
 def test_preprocessor_errors(tmp_path):
@@ -71,15 +73,26 @@ def _indices(loader) -> list[np.ndarray]:
 
 
 def test_epoch_covers_subset_once_and_reshuffles(converted):
-    ds = JetDataset(converted / "jetclass/train.h5", converted / "pre.joblib", batch_size=100,
-                    n_jets=1500, seed=3, batches_per_read=2)
+    ds = JetDataset(
+        converted / "jetclass/train.h5",
+        converted / "pre.joblib",
+        batch_size=100,
+        n_jets=1500,
+        seed=3,
+        batches_per_read=2,
+    )
     first, second = _indices(ds), _indices(ds)
     assert len(first) == len(ds) == 15
     a, b = np.concatenate(first), np.concatenate(second)
     assert len(np.unique(a)) == 1500 and set(a) == set(b)  # same subset each epoch
     assert not np.array_equal(a, b)  # new order each epoch
-    other = JetDataset(converted / "jetclass/train.h5", converted / "pre.joblib",
-                       batch_size=100, n_jets=1500, seed=4)
+    other = JetDataset(
+        converted / "jetclass/train.h5",
+        converted / "pre.joblib",
+        batch_size=100,
+        n_jets=1500,
+        seed=4,
+    )
     assert set(np.concatenate(_indices(other))) != set(a)  # the seed changes the content
 
 
@@ -98,8 +111,9 @@ def test_loader_is_deterministic_and_workers_cover_everything(converted):
 
 
 def test_batch_layout_and_padding_trim(converted):
-    ds = JetDataset(converted / "btag/train.h5", converted / "pre.joblib", batch_size=64,
-                    shuffle=False)
+    ds = JetDataset(
+        converted / "btag/train.h5", converted / "pre.joblib", batch_size=64, shuffle=False
+    )
     batch = next(iter(ds))
     width = batch["mask"].shape[1]
     assert width == int(batch["mask"].sum(1).max()) and width <= 15
@@ -113,13 +127,15 @@ def test_batch_layout_and_padding_trim(converted):
 
 def test_too_many_jets_requested(converted):
     with pytest.raises(InputError, match="asked for 999999 jets"):
-        JetDataset(converted / "jetclass/train.h5", converted / "pre.joblib", batch_size=10,
-                   n_jets=999_999)
+        JetDataset(
+            converted / "jetclass/train.h5", converted / "pre.joblib", batch_size=10, n_jets=999_999
+        )
 
 
 def test_datamodule(converted):
-    dm = JetDataModule(converted / "jetclass", converted / "pre.joblib", batch_size=50,
-                       n_train=500, seed=1)
+    dm = JetDataModule(
+        converted / "jetclass", converted / "pre.joblib", batch_size=50, n_train=500, seed=1
+    )
     dm.setup("fit")
     train = list(dm.train_dataloader())
     assert len(train) == 10 and all(len(b["labels"]) == 50 for b in train)
@@ -128,9 +144,16 @@ def test_datamodule(converted):
 
 
 def test_cwola_builder(converted, tmp_path):
-    summary = build_cwola(converted / "jetclass/train.h5", converted / "jetclass/test.h5",
-                          tmp_path / "cwola", n_background=100, n_signal=20,
-                          n_test_per_class=150, val_fraction=0.2, seed=0)
+    summary = build_cwola(
+        converted / "jetclass/train.h5",
+        converted / "jetclass/test.h5",
+        tmp_path / "cwola",
+        n_background=100,
+        n_signal=20,
+        n_test_per_class=150,
+        val_fraction=0.2,
+        seed=0,
+    )
     assert summary == {"n_train": 176, "n_val": 44, "n_signal": 20, "n_test": 300}
     with h5py.File(tmp_path / "cwola/train.h5") as tr, h5py.File(tmp_path / "cwola/val.h5") as va:
         labels = np.concatenate([tr["labels"][:], va["labels"][:]])
@@ -145,9 +168,16 @@ def test_cwola_builder(converted, tmp_path):
     ds = JetDataset(tmp_path / "cwola/train.h5", converted / "pre.joblib", batch_size=32)
     assert sum(len(b["labels"]) for b in ds) == 176
     with pytest.raises(InputError, match="needs 100000 QCD jets"):
-        build_cwola(converted / "jetclass/train.h5", converted / "jetclass/test.h5",
-                    tmp_path / "c2", n_background=50_000, n_signal=1, n_test_per_class=1,
-                    val_fraction=0.1, seed=0)
+        build_cwola(
+            converted / "jetclass/train.h5",
+            converted / "jetclass/test.h5",
+            tmp_path / "c2",
+            n_background=50_000,
+            n_signal=1,
+            n_test_per_class=1,
+            val_fraction=0.1,
+            seed=0,
+        )
     assert not (tmp_path / "c2").exists()
 
 

@@ -63,6 +63,12 @@ def _wrap_angle(x: np.ndarray) -> np.ndarray:
     return (x + np.pi) % (2 * np.pi) - np.pi
 
 
+def _jet_features(arrays: dict, mass_branch: str, counts: np.ndarray) -> np.ndarray:
+    """[n_jets, len(JET_FEATURES)]: pT, eta, phi, mass and the number of constituents."""
+    columns = [ak.to_numpy(arrays[b]) for b in ("jet_pt", "jet_eta", "jet_phi", mass_branch)]
+    return np.stack([*columns, counts], axis=1).astype(np.float32)
+
+
 def _onehot_labels(arrays: dict, names: list[str], path: Path, start: int) -> np.ndarray:
     # The label branches have mixed dtypes (float, bool, int32): cast before comparing.
     onehot = np.stack([ak.to_numpy(arrays[n]).astype(np.float64) for n in names], axis=1)
@@ -115,16 +121,7 @@ def read_jetclass(arrays: dict, path: Path, start: int) -> Particles:
         ],
         axis=1,
     )
-    jets = np.stack(
-        [
-            ak.to_numpy(arrays["jet_pt"]),
-            ak.to_numpy(arrays["jet_eta"]),
-            ak.to_numpy(arrays["jet_phi"]),
-            ak.to_numpy(arrays["jet_sdmass"]),
-            counts,
-        ],
-        axis=1,
-    ).astype(np.float32)
+    jets = _jet_features(arrays, "jet_sdmass", counts)
     labels = _onehot_labels(arrays, [f"label_{c}" for c in schema.JETCLASS_CLASSES], path, start)
     return Particles(counts, features, ids, jets, labels)
 
@@ -190,16 +187,7 @@ def read_btag(arrays: dict, path: Path, start: int, origin_tol_mm: float) -> Par
         ],
         axis=1,
     )
-    jets = np.stack(
-        [
-            ak.to_numpy(arrays["jet_pt"]),
-            jet_eta,
-            jet_phi,
-            ak.to_numpy(arrays["jet_M"]),
-            counts,
-        ],
-        axis=1,
-    ).astype(np.float32)
+    jets = _jet_features(arrays, "jet_M", counts)
     extras = {
         schema.H5_VERTEX: _flat(arrays["trk_vtx_index"], np.int32),
         schema.H5_ORIGIN: track_origins(
@@ -352,7 +340,7 @@ def convert_split(
                         for b, group in enumerate(groups):
                             append_rows(group, {k: v[assignment == b] for k, v in rows.items()})
             if n_read == 0 or not len(groups[0]):
-                raise InputError(f"{files[0].parent}: no jets to convert")
+                raise InputError(f"{files[0].parent}: no jets to convert in {len(files)} files")
 
             with atomic_file(out_file) as tmp_out, h5py.File(tmp_out, "w") as out:
                 n_written = 0
@@ -400,8 +388,12 @@ def dataset_spec(name: str, cfg: dict) -> DatasetSpec:
         clip = positive_float(clip, f"convert.{name}.clip_angle")
     if name == "jetclass":
         return DatasetSpec(
-            name, schema.JETCLASS_TREE, schema.JETCLASS_BRANCHES, schema.JETCLASS_CLASSES,
-            width, clip,
+            name,
+            schema.JETCLASS_TREE,
+            schema.JETCLASS_BRANCHES,
+            schema.JETCLASS_CLASSES,
+            width,
+            clip,
         )
     tol = positive_float(cfg.get("origin_tol_mm"), "convert.btag.origin_tol_mm")
     return DatasetSpec(
@@ -425,8 +417,12 @@ def convert_dataset(params: dict, name: str, source_root: Path, out_dir: Path) -
             cfg.get("max_jets_per_file"), f"convert.{name}.max_jets_per_file", allow_none=True
         ),
         bucket_jets=positive_int(get(params, "convert.bucket_jets"), "convert.bucket_jets"),
-        empty_jets=one_of(get(params, "convert.empty_jets"), "convert.empty_jets", ["error", "drop"]),
-        compression=one_of(get(params, "convert.compression"), "convert.compression", ["lzf", "gzip", None]),
+        empty_jets=one_of(
+            get(params, "convert.empty_jets"), "convert.empty_jets", ["error", "drop"]
+        ),
+        compression=one_of(
+            get(params, "convert.compression"), "convert.compression", ["lzf", "gzip", None]
+        ),
     )
     inputs = get(params, f"convert.{name}.inputs")
     if not isinstance(inputs, dict) or set(inputs) != set(SPLITS):
@@ -434,6 +430,10 @@ def convert_dataset(params: dict, name: str, source_root: Path, out_dir: Path) -
     summary = {}
     with atomic_dir(out_dir) as tmp_dir:
         for i, split in enumerate(SPLITS):
+            if not isinstance(inputs[split], list) or not inputs[split]:
+                raise InputError(
+                    f"params: 'convert.{name}.inputs.{split}' must be a non-empty list"
+                )
             files = resolve_inputs(source_root, inputs[split])
             summary[split] = convert_split(
                 files, spec, tmp_dir / f"{split}.h5", seed=[seed, DATASETS.index(name), i], **common

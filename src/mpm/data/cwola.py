@@ -70,7 +70,9 @@ def build_cwola(
             _write(src, tmp / "val.h5", indices[:n_val], halves[:n_val])
             with open_jets(test_h5) as test_src:
                 test_labels = test_src[schema.H5_LABELS][:]
-                test_qcd = _pick(test_labels, BACKGROUND, n_test_per_class, rng, test_h5, "CWoLa test")
+                test_qcd = _pick(
+                    test_labels, BACKGROUND, n_test_per_class, rng, test_h5, "CWoLa test"
+                )
                 test_top = _pick(test_labels, SIGNAL, n_test_per_class, rng, test_h5, "CWoLa test")
                 test_idx = np.concatenate([test_qcd, test_top])
                 truth = np.repeat([0, 1], n_test_per_class)

@@ -60,9 +60,7 @@ _MANIFEST = "manifest.json"
 
 # Exact file names inside the JetClass tars. Anchored alternatives, so `TTBar_000.root` never
 # matches `TTBarLep_000.root` (a glob `TTBar*` would).
-_MEMBER_RE = re.compile(
-    r"(%s)_(\d{3})\.root" % "|".join(map(re.escape, schema.JETCLASS_PROCESSES))
-)
+_MEMBER_RE = re.compile(r"(%s)_(\d{3})\.root" % "|".join(map(re.escape, schema.JETCLASS_PROCESSES)))
 
 
 class _Retry(Exception):
@@ -200,8 +198,13 @@ def _content_range_start(response) -> int | None:
 def _copy_body(response, part, mode, offset, total, chunk_bytes, progress) -> None:
     received = offset
     bar = tqdm(
-        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=part.name.removesuffix(".part"), disable=not progress,
+        total=total,
+        initial=offset,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=part.name.removesuffix(".part"),
+        disable=not progress,
     )
     with bar, open(part, mode) as out:
         while chunk := _read(response, chunk_bytes):
@@ -357,6 +360,7 @@ class _Settings:
 
 def _settings(cfg: Any) -> _Settings:
     """Validate the `download` params group; errors name the parameter."""
+
     def get(key):
         return P.get({"download": cfg}, f"download.{key}")
 
@@ -368,7 +372,8 @@ def _settings(cfg: Any) -> _Settings:
         archives=_names(get("jetclass.archives"), "download.jetclass.archives", JETCLASS_MD5),
         classes=sorted(classes, key=schema.JETCLASS_CLASSES.index),
         max_files_per_class=P.positive_int(
-            get("jetclass.max_files_per_class"), "download.jetclass.max_files_per_class",
+            get("jetclass.max_files_per_class"),
+            "download.jetclass.max_files_per_class",
             allow_none=True,
         ),
         btag_url=_url(get("btag.url"), "download.btag.url"),
@@ -427,13 +432,24 @@ def download_all(cfg: dict, out_root: str | os.PathLike, *, progress: bool = Tru
         record("jetclass", name, _jetclass_archive(name, s, out_root, manifest, progress))
     _btag_files(s, out_root, manifest, record, progress)
 
-    # Keep only what the current params ask for (files of dropped entries stay on disk).
+    # Keep only what the current params ask for: `convert` reads whole folders, so files of
+    # archives or classes dropped from the params must not linger there.
     final = {
         "jetclass": {n: manifest["jetclass"][n] for n in s.archives},
         "btag": {n: manifest["btag"][n] for n in s.btag_files},
     }
     _write_manifest(out_root, final)
+    _prune(out_root, final)
     return final
+
+
+def _prune(out_root: Path, manifest: dict) -> None:
+    wanted = {f for entry in manifest["jetclass"].values() for f in entry["files"]}
+    wanted |= {entry["file"] for entry in manifest["btag"].values()}
+    for path in [*out_root.glob("jetclass/*/*.root"), *out_root.glob("btag/*.root")]:
+        if path.relative_to(out_root).as_posix() not in wanted:
+            log.info("%s: no longer asked for by the params, removing it", path)
+            path.unlink()
 
 
 def _jetclass_archive(name: str, s: _Settings, out_root: Path, manifest: dict, progress) -> dict:
@@ -443,8 +459,12 @@ def _jetclass_archive(name: str, s: _Settings, out_root: Path, manifest: dict, p
         log.info("%s: already extracted (manifest), skipping", name)
         return previous
     archive = download_file(
-        _join_url(s.jetclass_url, name), out_root / "archives" / name, md5,
-        retries=s.retries, timeout_s=s.timeout_s, progress=progress,
+        _join_url(s.jetclass_url, name),
+        out_root / "archives" / name,
+        md5,
+        retries=s.retries,
+        timeout_s=s.timeout_s,
+        progress=progress,
     )
     files = extract_jetclass(archive, out_root, s.classes, s.max_files_per_class)
     if not files:
@@ -477,16 +497,22 @@ def _btag_files(s: _Settings, out_root: Path, manifest: dict, record, progress) 
     if not todo:
         return
     # Their md5s are only published in the record's API answer, not in advance.
-    md5s = fetch_zenodo_checksums(
-        s.btag_record_api, s.timeout_s, required=todo, retries=s.retries
-    )
+    md5s = fetch_zenodo_checksums(s.btag_record_api, s.timeout_s, required=todo, retries=s.retries)
     for name in todo:
         dest = download_file(
-            _join_url(s.btag_url, name), out_root / "btag" / name, md5s[name],
-            retries=s.retries, timeout_s=s.timeout_s, progress=progress,
+            _join_url(s.btag_url, name),
+            out_root / "btag" / name,
+            md5s[name],
+            retries=s.retries,
+            timeout_s=s.timeout_s,
+            progress=progress,
         )
-        entry = {"name": name, "md5": md5s[name], "file": f"btag/{name}",
-                 "size": dest.stat().st_size}
+        entry = {
+            "name": name,
+            "md5": md5s[name],
+            "file": f"btag/{name}",
+            "size": dest.stat().st_size,
+        }
         record("btag", name, entry)
 
 

@@ -113,8 +113,14 @@ class JetDataset(IterableDataset):
 
     def _read(self, ranges: list[tuple[int, int]]) -> dict[str, np.ndarray]:
         file = self._open()
-        names = [schema.H5_CONSTITUENTS, schema.H5_IDS, schema.H5_MASK, schema.H5_JETS,
-                 schema.H5_LABELS, *self.targets]
+        names = [
+            schema.H5_CONSTITUENTS,
+            schema.H5_IDS,
+            schema.H5_MASK,
+            schema.H5_JETS,
+            schema.H5_LABELS,
+            *self.targets,
+        ]
         rows = {n: np.concatenate([file[n][a:b] for a, b in ranges]) for n in names}
         rows["index"] = np.concatenate([np.arange(a, b) for a, b in ranges])
         return rows
@@ -190,11 +196,18 @@ class JetDataModule(L.LightningDataModule):
             return
         self.datasets = {
             "train": JetDataset(
-                self.data_dir / "train.h5", n_jets=self.n_train, seed=self.seed,
-                shuffle=True, drop_last=True, **self.kwargs,
+                self.data_dir / "train.h5",
+                n_jets=self.n_train,
+                seed=self.seed,
+                shuffle=True,
+                drop_last=True,
+                **self.kwargs,
             ),
             "val": JetDataset(
-                self.data_dir / "val.h5", n_jets=self.n_val, seed=self.seed, shuffle=False,
+                self.data_dir / "val.h5",
+                n_jets=self.n_val,
+                seed=self.seed,
+                shuffle=False,
                 **self.kwargs,
             ),
             "test": JetDataset(

@@ -163,6 +163,9 @@ def write_btag(path: Path, trk: dict, hadron: dict, jet: dict) -> None:
     hadrons = {"pdgid": _as(hadron["pdgid"], np.int32), "z": _as(hadron["z"], np.float32)}
     scalars = {k: _as(v, np.int32 if k == "jet_flav" else np.float32) for k, v in jet.items()}
     write_tree(
-        path, schema.BTAG_TREE, scalars, {"trk": tracks, "hadron": hadrons},
+        path,
+        schema.BTAG_TREE,
+        scalars,
+        {"trk": tracks, "hadron": hadrons},
         {"trk": "n_trks", "hadron": "n_hadrons"},
     )

@@ -56,15 +56,27 @@ JETCLASS_BRANCHES = {
     **{
         b: "jagged_float"
         for b in (
-            "part_px", "part_py", "part_pz", "part_energy", "part_deta", "part_dphi",
-            "part_d0val", "part_d0err", "part_dzval", "part_dzerr", "part_charge",
+            "part_px",
+            "part_py",
+            "part_pz",
+            "part_energy",
+            "part_deta",
+            "part_dphi",
+            "part_d0val",
+            "part_d0err",
+            "part_dzval",
+            "part_dzerr",
+            "part_charge",
         )
     },
     **{
         b: "jagged_number"
         for b in (
-            "part_isChargedHadron", "part_isNeutralHadron", "part_isPhoton",
-            "part_isElectron", "part_isMuon",
+            "part_isChargedHadron",
+            "part_isNeutralHadron",
+            "part_isPhoton",
+            "part_isElectron",
+            "part_isMuon",
         )
     },
     **{b: "float" for b in ("jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_sdmass")},
@@ -80,14 +92,18 @@ BTAG_BRANCHES = {
     **{
         b: "jagged_float"
         for b in (
-            "trk_pt", "trk_eta", "trk_phi", "trk_d0", "trk_z0", "trk_d0err", "trk_z0err",
-            "trk_prod_z", "hadron_z",
+            "trk_pt",
+            "trk_eta",
+            "trk_phi",
+            "trk_d0",
+            "trk_z0",
+            "trk_d0err",
+            "trk_z0err",
+            "trk_prod_z",
+            "hadron_z",
         )
     },
-    **{
-        b: "jagged_number"
-        for b in ("trk_charge", "trk_pdg_id", "trk_vtx_index", "hadron_pdgid")
-    },
+    **{b: "jagged_number" for b in ("trk_charge", "trk_pdg_id", "trk_vtx_index", "hadron_pdgid")},
 }
 
 # Datasets inside each converted HDF5 file.

@@ -1,0 +1,80 @@
+"""Bad input to the generate and fit_preprocessor stages: one line, non-zero, nothing left."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, run_stage
+
+
+def _assert_one_line_error(proc, stage: str) -> str:
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {stage}: "), proc.stderr
+    return errors[0]
+
+
+def test_fit_preprocessor_missing_input(tmp_path, params):
+    out = tmp_path / "pre.joblib"
+    proc = run_stage(
+        "fit_preprocessor.py",
+        params,
+        tmp_path,
+        "--train",
+        str(tmp_path / "train.h5"),
+        "--out",
+        str(out),
+    )
+    assert "train.h5: file not found" in _assert_one_line_error(proc, "fit_preprocessor")
+    assert not out.exists()
+
+
+def test_fit_preprocessor_corrupt_input(tmp_path, params):
+    (tmp_path / "train.h5").write_bytes(b"\x89HDF\r\n garbage")
+    out = tmp_path / "pre.joblib"
+    proc = run_stage(
+        "fit_preprocessor.py",
+        params,
+        tmp_path,
+        "--train",
+        str(tmp_path / "train.h5"),
+        "--out",
+        str(out),
+    )
+    assert "not a readable HDF5 file" in _assert_one_line_error(proc, "fit_preprocessor")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", [0, -3, "many", None])
+def test_fit_preprocessor_invalid_n_jets(tmp_path, params, value):
+    params["preprocess"]["n_jets"] = value
+    proc = run_stage(
+        "fit_preprocessor.py",
+        params,
+        tmp_path,
+        "--train",
+        "x.h5",
+        "--out",
+        str(tmp_path / "pre.joblib"),
+    )
+    assert "preprocess.n_jets" in _assert_one_line_error(proc, "fit_preprocessor")
+
+
+def test_generate_invalid_size_leaves_nothing(tmp_path, params):
+    params["generate"]["jets_per_file"]["val"] = 0
+    out = tmp_path / "generated"
+    proc = run_stage("generate.py", params, tmp_path, "--out", str(out))
+    assert "generate.jets_per_file.val" in _assert_one_line_error(proc, "generate")
+    assert not out.exists() and not list(tmp_path.glob(".generated*"))
+
+
+def test_unreadable_params_file(tmp_path):
+    (tmp_path / "params.yaml").write_text("seed: [1,\n")
+    proc = subprocess.run(
+        [sys.executable, "stages/generate.py", "--params", str(tmp_path / "params.yaml")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert "params.yaml: not valid YAML" in _assert_one_line_error(proc, "generate")
