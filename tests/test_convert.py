@@ -33,13 +33,13 @@ def rows_by_eta(file: h5py.File) -> dict[float, int]:
     return {round(float(eta), 3): i for i, eta in enumerate(file["jets"][:, 1])}
 
 
-# Hand-computed cases. Positive-eta jet: deta is as stored; negative-eta jet: the stored
-# part_deta is sign(jet_eta) * (eta - jet_eta), so the true eta_trk - eta_jet is -deta.
 def _particle(kind, charge, px, py, deta, dphi, d0val=0.0, dzval=0.0):
     return dict(kind=kind, charge=charge, px=px, py=py, deta=deta, dphi=dphi, d0val=d0val,
                 dzval=dzval)  # fmt: skip
 
 
+# Hand-computed cases. Positive-eta jet: deta is as stored; negative-eta jet: the stored
+# part_deta is sign(jet_eta) * (eta - jet_eta), so the true eta_trk - eta_jet is -deta.
 JETCLASS_JETS = [
     dict(jet_eta=1.0, jet_phi=0.5, particles=[
         _particle("hadron", 1.0, 3.0, 4.0, 0.1, 0.2, d0val=0.05, dzval=-0.3),
