@@ -12,19 +12,15 @@ from mpm.data.convert import convert_dataset, convert_split, dataset_spec
 from mpm.errors import InputError
 
 
+def convert_files(paths, params, name, out, **overrides) -> dict:
+    """convert_split with small, test-friendly settings; returns its summary."""
+    settings = dict(seed=0, step_size=100, max_jets_per_file=None, bucket_jets=1000,
+                    empty_jets="error", compression=None) | overrides  # fmt: skip
+    return convert_split(paths, dataset_spec(name, params["convert"][name]), out, **settings)
+
+
 def convert_one(path: Path, params: dict, name: str, out: Path) -> h5py.File:
-    spec = dataset_spec(name, params["convert"][name])
-    convert_split(
-        [path],
-        spec,
-        out,
-        seed=0,
-        step_size=100,
-        max_jets_per_file=None,
-        bucket_jets=1000,
-        empty_jets="error",
-        compression=None,
-    )
+    convert_files([path], params, name, out)
     return h5py.File(out)
 
 
@@ -303,17 +299,7 @@ def test_error_empty_jet(tmp_path, params):
 def test_empty_jets_can_be_dropped(tmp_path, params):
     jets = [dict(jet_eta=0.5, jet_phi=0.0, particles=[]), JETCLASS_JETS[0]]
     path = jetclass_file(tmp_path / "f.root", jets)
-    spec = dataset_spec("jetclass", params["convert"]["jetclass"])
-    summary = convert_split(
-        [path],
-        spec,
-        tmp_path / "o.h5",
-        seed=0,
-        step_size=10,
-        max_jets_per_file=None,
-        bucket_jets=10,
-        empty_jets="drop",
-    )
+    summary = convert_files([path], params, "jetclass", tmp_path / "o.h5", empty_jets="drop")
     assert summary["n_jets"] == 1 and summary["n_dropped_empty"] == 1
 
 
@@ -375,15 +361,5 @@ def test_error_invalid_params(tmp_path, params, key, value, name):
 
 
 def test_library_raises_input_error_for_missing_file(tmp_path, params):
-    spec = dataset_spec("jetclass", params["convert"]["jetclass"])
     with pytest.raises(InputError, match="nope.root: file not found"):
-        convert_split(
-            [tmp_path / "nope.root"],
-            spec,
-            tmp_path / "o.h5",
-            seed=0,
-            step_size=10,
-            max_jets_per_file=None,
-            bucket_jets=10,
-            empty_jets="error",
-        )
+        convert_files([tmp_path / "nope.root"], params, "jetclass", tmp_path / "o.h5")

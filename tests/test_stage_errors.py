@@ -15,34 +15,17 @@ def _assert_one_line_error(proc, stage: str) -> str:
     return errors[0]
 
 
-def test_fit_preprocessor_missing_input(tmp_path, params):
-    out = tmp_path / "pre.joblib"
-    proc = run_stage(
-        "fit_preprocessor.py",
-        params,
-        tmp_path,
-        "--train",
-        str(tmp_path / "train.h5"),
-        "--out",
-        str(out),
-    )
-    assert "train.h5: file not found" in _assert_one_line_error(proc, "fit_preprocessor")
-    assert not out.exists()
-
-
-def test_fit_preprocessor_corrupt_input(tmp_path, params):
-    (tmp_path / "train.h5").write_bytes(b"\x89HDF\r\n garbage")
-    out = tmp_path / "pre.joblib"
-    proc = run_stage(
-        "fit_preprocessor.py",
-        params,
-        tmp_path,
-        "--train",
-        str(tmp_path / "train.h5"),
-        "--out",
-        str(out),
-    )
-    assert "not a readable HDF5 file" in _assert_one_line_error(proc, "fit_preprocessor")
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "train.h5: file not found"), (b"\x89HDF\r\n garbage", "not a readable HDF5 file")],
+)
+def test_fit_preprocessor_bad_input_file(tmp_path, params, content, message):
+    train, out = tmp_path / "train.h5", tmp_path / "pre.joblib"
+    if content is not None:
+        train.write_bytes(content)
+    proc = run_stage("fit_preprocessor.py", params, tmp_path, "--train", str(train), "--out",
+                     str(out))  # fmt: skip
+    assert message in _assert_one_line_error(proc, "fit_preprocessor")
     assert not out.exists()
 
 
