@@ -336,10 +336,13 @@ def convert_split(
                         n_read += len(particles.counts)
                         particles = drop_empty_jets(particles, path, start, empty_jets)
                         rows = pack_jets(particles, spec.max_constituents, spec.clip_angle)
+                        # Sort rows by random bucket once, then hand each bucket its slice.
                         assignment = rng.integers(n_buckets, size=len(particles.counts))
-                        for b, group in enumerate(groups):
-                            append_rows(group, {k: v[assignment == b] for k, v in rows.items()})
-            if n_read == 0 or not len(groups[0]):
+                        order = np.argsort(assignment, kind="stable")
+                        bounds = np.cumsum(np.bincount(assignment, minlength=n_buckets))
+                        for group, hi, lo in zip(groups, bounds, [0, *bounds[:-1]]):
+                            append_rows(group, {k: v[order[lo:hi]] for k, v in rows.items()})
+            if n_read == 0:
                 raise InputError(f"{files[0].parent}: no jets to convert in {len(files)} files")
 
             with atomic_file(out_file) as tmp_out, h5py.File(tmp_out, "w") as out:
