@@ -143,17 +143,14 @@ def test_datamodule(converted):
     assert n_val == 600  # the whole validation split
 
 
+def _cwola(converted, out, **sizes) -> dict:
+    return build_cwola(converted / "jetclass/train.h5", converted / "jetclass/test.h5", out,
+                       seed=0, **sizes)  # fmt: skip
+
+
 def test_cwola_builder(converted, tmp_path):
-    summary = build_cwola(
-        converted / "jetclass/train.h5",
-        converted / "jetclass/test.h5",
-        tmp_path / "cwola",
-        n_background=100,
-        n_signal=20,
-        n_test_per_class=150,
-        val_fraction=0.2,
-        seed=0,
-    )
+    summary = _cwola(converted, tmp_path / "cwola", n_background=100, n_signal=20,
+                     n_test_per_class=150, val_fraction=0.2)  # fmt: skip
     assert summary == {"n_train": 176, "n_val": 44, "n_signal": 20, "n_test": 300}
     with h5py.File(tmp_path / "cwola/train.h5") as tr, h5py.File(tmp_path / "cwola/val.h5") as va:
         labels = np.concatenate([tr["labels"][:], va["labels"][:]])
@@ -168,16 +165,8 @@ def test_cwola_builder(converted, tmp_path):
     ds = JetDataset(tmp_path / "cwola/train.h5", converted / "pre.joblib", batch_size=32)
     assert sum(len(b["labels"]) for b in ds) == 176
     with pytest.raises(InputError, match="needs 100000 QCD jets"):
-        build_cwola(
-            converted / "jetclass/train.h5",
-            converted / "jetclass/test.h5",
-            tmp_path / "c2",
-            n_background=50_000,
-            n_signal=1,
-            n_test_per_class=1,
-            val_fraction=0.1,
-            seed=0,
-        )
+        _cwola(converted, tmp_path / "c2", n_background=50_000, n_signal=1,
+               n_test_per_class=1, val_fraction=0.1)  # fmt: skip
     assert not (tmp_path / "c2").exists()
 
 
