@@ -21,4 +21,5 @@ test: install
 	python -m pytest -n 2
 
 bench: install
+	python bench/bench_generate.py
 	python bench/bench_data.py

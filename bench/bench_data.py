@@ -1,9 +1,10 @@
 """Benchmark of the data layer: ROOT -> HDF5 conversion and loader throughput (jets/s).
 
-Runs on freshly generated toy JetClass files (same schema and similar multiplicity as the
-real ones) in a temporary folder; prints a table and records it in results/bench/data.json.
+Runs on freshly generated JetClass-like files (Pythia8 + FastJet, the default profile's
+generator settings) in a temporary folder; prints a table and records it in
+results/bench/data.json.
 
-    python bench/bench_data.py [--jets-per-file 5000] [--batch-size 1000]
+    python bench/bench_data.py [--jets-per-file 2000] [--batch-size 1000]
 """
 
 import argparse
@@ -19,16 +20,16 @@ import torch
 import yaml
 
 from mpm.data.convert import convert_split, dataset_spec
+from mpm.data.generator.run import generate, validated_config
 from mpm.data.loader import JetDataset, make_loader
 from mpm.data.preprocess import fit_preprocessor, save_preprocessor
-from mpm.data.toy import generate_toy
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jets-per-file", type=int, default=5000)
+    parser.add_argument("--jets-per-file", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--out", default=str(REPO / "results/bench/data.json"))
     args = parser.parse_args()
@@ -39,7 +40,11 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        generate_toy(tmp / "raw", {"train": args.jets_per_file}, seed=0)
+        gen = validated_config(params)
+        gen["workers"] = None  # all cores
+        gen["jetclass"]["jets_per_file"] = {"train": args.jets_per_file, "val": 1, "test": 1}
+        gen["btag"]["jets_per_flavour"] = {"train": 1, "val": 1, "test": 1}
+        generate(tmp / "raw", gen, seed=0, origin_tol_mm=1e-6)
         files = sorted((tmp / "raw/jetclass/train_100M").glob("*.root"))
         spec = dataset_spec("jetclass", params["convert"]["jetclass"])
         for compression in ("lzf", None):

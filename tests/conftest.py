@@ -1,4 +1,4 @@
-"""Shared fixtures: small ROOT files in the exact real schemas, written by the tests."""
+"""Shared fixtures: small ROOT files in the exact real schemas, hand-written or generated."""
 
 import shutil
 import subprocess
@@ -189,3 +189,26 @@ def copy_repo(dest: Path) -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     return dest
+
+
+def generation_params(
+    jets_per_file: tuple[int, int, int], jets_per_flavour: tuple[int, int, int], workers=1
+) -> dict:
+    """The smoke profile with the generator's sizes (train, val, test) and workers replaced."""
+    params = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
+    gen = params["generate"]
+    gen["workers"] = workers
+    gen["jetclass"]["jets_per_file"] = dict(zip(("train", "val", "test"), jets_per_file))
+    gen["btag"]["jets_per_flavour"] = dict(zip(("train", "val", "test"), jets_per_flavour))
+    return params
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory) -> tuple[Path, dict]:
+    """A small Pythia8 generation (raw ROOT files) shared by the tests, and its params."""
+    from mpm.data.generator.run import generate, validated_config
+
+    params = generation_params((60, 20, 40), (60, 20, 40))
+    root = tmp_path_factory.mktemp("generated")
+    generate(root, validated_config(params), params["seed"], 1e-6)
+    return root, params

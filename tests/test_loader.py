@@ -1,4 +1,4 @@
-"""Preprocessor, loader and CWoLa builder on converted toy data."""
+"""Preprocessor, loader and CWoLa builder on converted generated data."""
 
 import h5py
 import numpy as np
@@ -10,23 +10,17 @@ from mpm.data.convert import convert_dataset
 from mpm.data.cwola import SIGNAL, build_cwola
 from mpm.data.loader import JetDataModule, JetDataset, choose_blocks, make_loader
 from mpm.data.preprocess import fit_preprocessor, load_preprocessor, save_preprocessor
-from mpm.data.toy import generate_toy
 from mpm.errors import InputError
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """Toy JetClass and BTag converted to HDF5, and a fitted preprocessor."""
-    import yaml
-
-    from conftest import REPO
-
-    params = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
+def converted(tmp_path_factory, generated):
+    """Generated JetClass and BTag converted to HDF5, and a fitted preprocessor."""
+    raw, params = generated
     root = tmp_path_factory.mktemp("data")
-    generate_toy(root / "raw", {"train": 300, "val": 60, "test": 200}, seed=1)
     for name in ("jetclass", "btag"):
-        convert_dataset(params, name, root / "raw", root / name)
-    transformer = fit_preprocessor(root / "jetclass/train.h5", 1000, 500, 100_000, seed=0)
+        convert_dataset(params, name, raw, root / name)
+    transformer = fit_preprocessor(root / "jetclass/train.h5", 600, 500, 100_000, seed=0)
     save_preprocessor(transformer, root / "pre.joblib")
     return root
 
@@ -76,28 +70,28 @@ def test_epoch_covers_subset_once_and_reshuffles(converted):
     ds = JetDataset(
         converted / "jetclass/train.h5",
         converted / "pre.joblib",
-        batch_size=100,
-        n_jets=1500,
+        batch_size=50,
+        n_jets=400,
         seed=3,
         batches_per_read=2,
     )
     first, second = _indices(ds), _indices(ds)
-    assert len(first) == len(ds) == 15
+    assert len(first) == len(ds) == 8
     a, b = np.concatenate(first), np.concatenate(second)
-    assert len(np.unique(a)) == 1500 and set(a) == set(b)  # same subset each epoch
+    assert len(np.unique(a)) == 400 and set(a) == set(b)  # same subset each epoch
     assert not np.array_equal(a, b)  # new order each epoch
     other = JetDataset(
         converted / "jetclass/train.h5",
         converted / "pre.joblib",
-        batch_size=100,
-        n_jets=1500,
+        batch_size=50,
+        n_jets=400,
         seed=4,
     )
     assert set(np.concatenate(_indices(other))) != set(a)  # the seed changes the content
 
 
 def test_loader_is_deterministic_and_workers_cover_everything(converted):
-    kwargs = dict(batch_size=128, n_jets=1000, seed=5, shuffle=True, drop_last=False)
+    kwargs = dict(batch_size=64, n_jets=500, seed=5, shuffle=True, drop_last=False)
     ds0 = JetDataset(converted / "jetclass/train.h5", converted / "pre.joblib", **kwargs)
     ds2 = JetDataset(converted / "jetclass/train.h5", converted / "pre.joblib", **kwargs)
     single = list(make_loader(ds0, 0))
@@ -140,7 +134,7 @@ def test_datamodule(converted):
     train = list(dm.train_dataloader())
     assert len(train) == 10 and all(len(b["labels"]) == 50 for b in train)
     n_val = sum(len(b["labels"]) for b in dm.val_dataloader())
-    assert n_val == 600  # the whole validation split
+    assert n_val == 200  # the whole validation split
 
 
 def _cwola(converted, out, **sizes) -> dict:
@@ -149,21 +143,21 @@ def _cwola(converted, out, **sizes) -> dict:
 
 
 def test_cwola_builder(converted, tmp_path):
-    summary = _cwola(converted, tmp_path / "cwola", n_background=100, n_signal=20,
-                     n_test_per_class=150, val_fraction=0.2)  # fmt: skip
-    assert summary == {"n_train": 176, "n_val": 44, "n_signal": 20, "n_test": 300}
+    summary = _cwola(converted, tmp_path / "cwola", n_background=25, n_signal=10,
+                     n_test_per_class=30, val_fraction=0.2)  # fmt: skip
+    assert summary == {"n_train": 48, "n_val": 12, "n_signal": 10, "n_test": 60}
     with h5py.File(tmp_path / "cwola/train.h5") as tr, h5py.File(tmp_path / "cwola/val.h5") as va:
         labels = np.concatenate([tr["labels"][:], va["labels"][:]])
         truth = np.concatenate([tr["true_labels"][:], va["true_labels"][:]])
-    assert (labels == 0).sum() == 100 and (labels == 1).sum() == 120
+    assert (labels == 0).sum() == 25 and (labels == 1).sum() == 35
     assert set(truth[labels == 0]) == {0}  # the pure QCD half
-    assert (truth[labels == 1] == SIGNAL).sum() == 20  # top (Tbqq) injected, never Tbl
+    assert (truth[labels == 1] == SIGNAL).sum() == 10  # top (Tbqq) injected, never Tbl
     with h5py.File(tmp_path / "cwola/test.h5") as te:
-        assert np.bincount(te["labels"][:]).tolist() == [150, 150]
+        assert np.bincount(te["labels"][:]).tolist() == [30, 30]
         assert set(te["true_labels"][:]) == {0, SIGNAL}
     # Trains through the standard loader.
     ds = JetDataset(tmp_path / "cwola/train.h5", converted / "pre.joblib", batch_size=32)
-    assert sum(len(b["labels"]) for b in ds) == 176
+    assert sum(len(b["labels"]) for b in ds) == 48
     with pytest.raises(InputError, match="needs 100000 QCD jets"):
         _cwola(converted, tmp_path / "c2", n_background=50_000, n_signal=1,
                n_test_per_class=1, val_fraction=0.1)  # fmt: skip

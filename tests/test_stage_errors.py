@@ -45,11 +45,11 @@ def test_fit_preprocessor_invalid_n_jets(tmp_path, params, value):
 
 
 def test_generate_invalid_size_leaves_nothing(tmp_path, params):
-    params["generate"]["jets_per_file"]["val"] = 0
-    out = tmp_path / "generated"
-    proc = run_stage("generate.py", params, tmp_path, "--out", str(out))
-    assert "generate.jets_per_file.val" in _assert_one_line_error(proc, "generate")
-    assert not out.exists() and not list(tmp_path.glob(".generated*"))
+    params["generate"]["jetclass"]["jets_per_file"]["val"] = 0
+    out, metrics = tmp_path / "generated", tmp_path / "generation.json"
+    proc = run_stage("generate.py", params, tmp_path, "--out", str(out), "--metrics", str(metrics))
+    assert "generate.jetclass.jets_per_file.val" in _assert_one_line_error(proc, "generate")
+    assert not out.exists() and not metrics.exists() and not list(tmp_path.glob(".generat*"))
 
 
 def test_unreadable_params_file(tmp_path):

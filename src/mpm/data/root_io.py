@@ -1,8 +1,13 @@
 """Reading and writing ROOT TTrees with uproot, with schema checks that name file and branch."""
 
+import datetime
 import logging
+import types
+import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from unittest import mock
 
 import awkward as ak
 import numpy as np
@@ -110,6 +115,29 @@ def num_entries(path: Path, tree_name: str, branches: dict[str, str]) -> int:
         return int(tree.num_entries)
 
 
+# uproot stamps each file with the wall clock and a random UUID. Both are pinned so that the
+# same content gives the same bytes, and DVC sees regenerated identical data as unchanged.
+ROOT_TIMESTAMP = datetime.datetime(2024, 1, 1)
+
+
+class _PinnedDatetime(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return ROOT_TIMESTAMP
+
+
+_UPROOT_MODULES_WITH_CLOCK = ("_cascade", "_cascadetree", "writable")
+
+
+def _pinned_clock() -> ExitStack:
+    stack = ExitStack()
+    shim = types.SimpleNamespace(datetime=_PinnedDatetime)
+    for name in _UPROOT_MODULES_WITH_CLOCK:
+        module = getattr(uproot.writing, name)
+        stack.enter_context(mock.patch.object(module, "datetime", shim))
+    return stack
+
+
 def write_tree(
     path: Path,
     tree_name: str,
@@ -128,7 +156,14 @@ def write_tree(
         record = ak.zip(fields)
         branch_types[prefix] = record.type.content
         data[prefix] = record
-    with uproot.recreate(path) as file:
+    # Through a file object: uproot records a path's name in the file, and ours is a
+    # temporary name (see mpm.atomic).
+    file_uuid = uuid.uuid5(uuid.NAMESPACE_URL, tree_name)
+    with (
+        _pinned_clock(),
+        open(path, "w+b") as sink,
+        uproot.recreate(sink, uuid_function=lambda: file_uuid) as file,
+    ):
         file.mktree(tree_name, branch_types, counter_name=lambda prefix: counters[prefix])
         file[tree_name].extend(data)
 

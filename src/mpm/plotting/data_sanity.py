@@ -1,0 +1,88 @@
+"""The data sanity figure: JetClass jet mass and multiplicity per class, BTag lifetime-signed
+d0 significance and secondary-vertex count per flavour."""
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import mplhep
+import numpy as np
+
+from mpm.data import schema
+from mpm.plotting.style import label, use_style
+
+# PDG masses (GeV) of the resonances whose peaks the resonant classes should show.
+RESONANCE_MASSES = {"W": 80.4, "Z": 91.2, "H": 125.0, "t": 172.5}
+FLAVOUR_COLOURS = {"light": "tab:blue", "charm": "tab:green", "bottom": "tab:red"}
+
+
+def _resonance_lines(ax) -> None:
+    for name, mass in RESONANCE_MASSES.items():
+        ax.axvline(mass, color="grey", linestyle=":", linewidth=1)
+        ax.text(
+            mass + 2,
+            0.97,
+            name,
+            transform=ax.get_xaxis_transform(),
+            va="top",
+            color="grey",
+            fontsize=13,
+        )
+
+
+def draw(jetclass: dict, btag: dict, source: str, out_stem: Path):
+    """The 2x2 sanity figure and the paths (`<out_stem>.pdf`, `.png`) it belongs at."""
+    use_style()
+    fig, axes = plt.subplots(2, 2, figsize=(20, 16))
+    colours = plt.get_cmap("tab10").colors
+    mass_bins = np.linspace(0, 300, 61)
+    mult_bins = np.arange(0, 131, 4)
+    for i, name in enumerate(schema.JETCLASS_CLASSES):
+        sel = jetclass["label"] == i
+        style = {"color": colours[i], "label": name, "density": True, "linewidth": 1.8}
+        mplhep.histplot(np.histogram(jetclass["mass"][sel], mass_bins), ax=axes[0, 0], **style)
+        mplhep.histplot(
+            np.histogram(jetclass["n_constituents"][sel], mult_bins), ax=axes[0, 1], **style
+        )
+    _resonance_lines(axes[0, 0])
+    axes[0, 0].set(xlabel="Jet soft-drop mass [GeV]", ylabel="Normalised to unit area")
+    axes[0, 1].set(xlabel="Number of constituents", ylabel="Normalised to unit area")
+    jetclass_title = f"JetClass-like ({source})"
+    axes[0, 0].legend(ncol=2, fontsize=14, loc="upper right", bbox_to_anchor=(1.0, 0.9),
+                      title=jetclass_title, title_fontsize=15)  # fmt: skip
+    axes[0, 1].legend(ncol=2, fontsize=14, loc="upper right", title=jetclass_title,
+                      title_fontsize=15)  # fmt: skip
+
+    sig_bins = np.linspace(-20, 40, 61)
+    sv_bins = np.arange(-0.5, 6.5, 1)
+    for i, name in enumerate(schema.BTAG_CLASSES):
+        tracks, jets = btag["track_label"] == i, btag["label"] == i
+        style = {"color": FLAVOUR_COLOURS[name], "label": f"{name} jets", "density": True}
+        sig = np.clip(btag["significance"][tracks], sig_bins[0], sig_bins[-1])
+        mplhep.histplot(np.histogram(sig, sig_bins), ax=axes[1, 0], linewidth=1.8, **style)
+        mplhep.histplot(
+            np.histogram(btag["n_secondary_vertices"][jets], sv_bins),
+            ax=axes[1, 1],
+            linewidth=1.8,
+            **style,
+        )
+    axes[1, 0].set(
+        xlabel=r"Lifetime-signed track $d_0/\sigma(d_0)$ (overflow in edge bins)",
+        ylabel="Tracks, normalised",
+        yscale="log",
+    )
+    axes[1, 1].set(
+        xlabel="True secondary vertices per jet",
+        ylabel="Jets, normalised",
+        xticks=range(6),
+    )
+    for ax in axes[1]:
+        ax.legend(fontsize=16, title=f"BTag-like ({source})", title_fontsize=15)
+    for ax in axes[0]:
+        label(ax, rlabel="13 TeV")
+    for ax in axes[1]:
+        label(ax, rlabel="14 TeV")
+    fig.tight_layout()
+    paths = [out_stem.with_suffix(".pdf"), out_stem.with_suffix(".png")]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return fig, paths
