@@ -12,7 +12,8 @@ vertex, from which `convert` derives the track origin.
 import numpy as np
 
 from mpm.data.generator.detector import Candidates, Detector
-from mpm.data.generator.jets import Jets, cluster, delta_r
+from mpm.data.generator.jets import Jets, cluster, near_jets
+from mpm.data.generator.kinematics import pt_eta_phi
 from mpm.data.generator.pythia import EventRecord, EventSource
 from mpm.data.generator.truth import decay_z, weak_heavy_hadrons
 
@@ -27,35 +28,20 @@ FLAVOURS = (0, 4, 5)  # jet_flav of light, c and b jets
 SETTINGS = ["Beams:eCM = 14000", "Top:gg2ttbar = on", "Top:qqbar2ttbar = on"]
 
 
-def _pairs(jet_event: np.ndarray, item_event: np.ndarray):
-    """All (jet, item) pairs within the same event: (jet index, item index). `item_event` must
-    be sorted."""
-    first = np.searchsorted(item_event, jet_event, side="left")
-    n = np.searchsorted(item_event, jet_event, side="right") - first
-    jet = np.repeat(np.arange(len(jet_event)), n)
-    item = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(first, n)
-    return jet, item
+def _near_hadrons(ev: EventRecord, jets: Jets, rows: np.ndarray, max_dr: float):
+    """(jet index, index into `rows`) of the truth particles at `rows` near each jet."""
+    _, eta, phi = pt_eta_phi(ev.px[rows], ev.py[rows], ev.pz[rows])
+    return near_jets(jets, ev.event[rows], eta, phi, max_dr)
 
 
 def flavour_labels(ev: EventRecord, jets: Jets) -> np.ndarray:
     """jet_flav (5, 4 or 0) from the weakly decaying heavy hadrons near each jet."""
     rows, flavour = weak_heavy_hadrons(ev)
-    pt = np.hypot(ev.px[rows], ev.py[rows])
-    rows, flavour = rows[pt > LABEL_HADRON_PT_MIN], flavour[pt > LABEL_HADRON_PT_MIN]
-    jet, item = _pairs(jets.event, ev.event[rows])
-    r = rows[item]
-    h_pt = np.hypot(ev.px[r], ev.py[r])
-    near = (
-        delta_r(
-            np.arcsinh(ev.pz[r] / h_pt),
-            np.arctan2(ev.py[r], ev.px[r]),
-            jets.eta[jet],
-            jets.phi[jet],
-        )
-        < LABEL_DR
-    )
+    hard = np.hypot(ev.px[rows], ev.py[rows]) > LABEL_HADRON_PT_MIN
+    rows, flavour = rows[hard], flavour[hard]
+    jet, item = _near_hadrons(ev, jets, rows, LABEL_DR)
     label = np.zeros(len(jets.event), np.int64)
-    np.maximum.at(label, jet[near], flavour[item][near])  # b (5) beats c (4)
+    np.maximum.at(label, jet, flavour[item])  # b (5) beats c (4)
     return label
 
 
@@ -89,10 +75,10 @@ def jet_arrays(
     """Tracks, hadrons (flat, jet by jet, with their counts) and jet scalars, in the BTag
     branch naming without prefixes: {"trk", "hadron", "counts": {"trk", "hadron"}, "jet"}."""
     track_rows = np.flatnonzero((cands.charge != 0) & (cands.pt > TRACK_PT_MIN))
-    jet, item = _pairs(jets.event, cands.event[track_rows])
+    jet, item = near_jets(
+        jets, cands.event[track_rows], cands.eta[track_rows], cands.phi[track_rows], TRACK_DR
+    )
     t = track_rows[item]
-    near = delta_r(cands.eta[t], cands.phi[t], jets.eta[jet], jets.phi[jet]) < TRACK_DR
-    jet, t = jet[near], t[near]
     order = np.lexsort((-cands.pt[t], jet))  # jet by jet, pT descending
     jet, t = jet[order], t[order]
     truth = cands.truth[t]
@@ -119,19 +105,8 @@ def jet_arrays(
     n_trks = np.bincount(jet, minlength=len(jets.event))
 
     h_rows, _ = weak_heavy_hadrons(ev)
-    h_jet, h_item = _pairs(jets.event, ev.event[h_rows])
+    h_jet, h_item = _near_hadrons(ev, jets, h_rows, TRACK_DR)
     r = h_rows[h_item]
-    h_pt = np.hypot(ev.px[r], ev.py[r])
-    h_near = (
-        delta_r(
-            np.arcsinh(ev.pz[r] / h_pt),
-            np.arctan2(ev.py[r], ev.px[r]),
-            jets.eta[h_jet],
-            jets.phi[h_jet],
-        )
-        < TRACK_DR
-    )
-    h_jet, r = h_jet[h_near], r[h_near]
     hadron = {"pdgid": ev.id[r], "z": decay_z(ev, r)}
     n_hadrons = np.bincount(h_jet, minlength=len(jets.event))
 

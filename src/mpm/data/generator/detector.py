@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpm.data.generator.kinematics import Momenta
 from mpm.data.generator.pythia import NEUTRINOS, EventRecord
 
 # Candidate kinds, matching the JetClass is* flags.
@@ -28,7 +29,7 @@ PHOTON, NEUTRAL_HADRON, CHARGED_HADRON, ELECTRON, MUON = range(5)
 
 
 @dataclass
-class Candidates:
+class Candidates(Momenta):
     """Reconstructed candidates of a batch of events, flat, grouped by event."""
 
     counts: np.ndarray
@@ -46,24 +47,6 @@ class Candidates:
     d0err: np.ndarray
     z0err: np.ndarray
     pt_err: np.ndarray
-
-    @property
-    def pt(self) -> np.ndarray:
-        return np.hypot(self.px, self.py)
-
-    @property
-    def eta(self) -> np.ndarray:
-        return np.arcsinh(self.pz / np.maximum(self.pt, 1e-12))
-
-    @property
-    def phi(self) -> np.ndarray:
-        return np.arctan2(self.py, self.px)
-
-    def take(self, rows: np.ndarray) -> "Candidates":
-        """The candidates at `rows` (sorted by event), with counts recomputed."""
-        n_events = len(self.counts)
-        fields = {k: v[rows] for k, v in vars(self).items() if k != "counts"}
-        return Candidates(counts=np.bincount(fields["event"], minlength=n_events), **fields)
 
 
 def _quadrature(a: float, b) -> np.ndarray:

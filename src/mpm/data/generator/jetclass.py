@@ -20,7 +20,8 @@ from mpm.data.generator.detector import (
     Candidates,
     Detector,
 )
-from mpm.data.generator.jets import Jets, cluster, delta_r, substructure
+from mpm.data.generator.jets import Jets, cluster, same_event_pairs, substructure
+from mpm.data.generator.kinematics import delta_r, pt_eta_phi
 from mpm.data.generator.pythia import EventRecord, EventSource
 from mpm.data.generator.truth import decay_products
 
@@ -93,19 +94,10 @@ def matched_jets(ev: EventRecord, jets: Jets, resonance: int | None) -> np.ndarr
     rows, root = rows[root_id == resonance], root[root_id == resonance]
     if len(rows) == 0 or len(jets.event) == 0:
         return np.zeros(len(jets.event), bool)
-    # Pair each jet with the products of its own event.
-    prod_event = ev.event[rows]
-    order = np.argsort(prod_event, kind="stable")
-    rows, root, prod_event = rows[order], root[order], prod_event[order]
-    first = np.searchsorted(prod_event, jets.event, side="left")
-    n_prod = np.searchsorted(prod_event, jets.event, side="right") - first
-    jet_of_pair = np.repeat(np.arange(len(jets.event)), n_prod)
-    pair = np.arange(n_prod.sum()) - np.repeat(np.cumsum(n_prod) - n_prod, n_prod)
-    prod = pair + np.repeat(first, n_prod)
+    # Every (jet, product) pair of the same event; rows are in event order.
+    jet_of_pair, prod = same_event_pairs(jets.event, ev.event[rows])
     p_row = rows[prod]
-    p_pt = np.hypot(ev.px[p_row], ev.py[p_row])
-    p_eta = np.arcsinh(ev.pz[p_row] / np.maximum(p_pt, 1e-12))
-    p_phi = np.arctan2(ev.py[p_row], ev.px[p_row])
+    _, p_eta, p_phi = pt_eta_phi(ev.px[p_row], ev.py[p_row], ev.pz[p_row])
     inside = delta_r(p_eta, p_phi, jets.eta[jet_of_pair], jets.phi[jet_of_pair]) < RADIUS
     # A (jet, resonance) pair matches when none of the resonance's products is outside.
     key = jet_of_pair * len(ev.id) + root[prod]

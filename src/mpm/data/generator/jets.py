@@ -11,6 +11,7 @@ import fastjet
 import numpy as np
 
 from mpm.data.generator.detector import Candidates
+from mpm.data.generator.kinematics import Momenta, delta_r
 
 log = logging.getLogger(__name__)
 # Soft drop as in CMS: beta = 0, z_cut = 0.1; N-subjettiness with one-pass kT axes and the
@@ -23,7 +24,7 @@ RECLUSTER_R = 5.0
 
 
 @dataclass
-class Jets:
+class Jets(Momenta):
     """Jets of a batch of events, flat; constituents index the clustered Candidates."""
 
     event: np.ndarray
@@ -33,18 +34,6 @@ class Jets:
     e: np.ndarray
     n_constituents: np.ndarray
     constituents: np.ndarray  # flat candidate rows, jet by jet
-
-    @property
-    def pt(self) -> np.ndarray:
-        return np.hypot(self.px, self.py)
-
-    @property
-    def eta(self) -> np.ndarray:
-        return np.arcsinh(self.pz / np.maximum(self.pt, 1e-12))
-
-    @property
-    def phi(self) -> np.ndarray:
-        return np.arctan2(self.py, self.px)
 
     @property
     def mass(self) -> np.ndarray:
@@ -128,6 +117,17 @@ def substructure(px, py, pz, e, counts, radius: float) -> dict[str, np.ndarray]:
     return out
 
 
-def delta_r(eta1, phi1, eta2, phi2) -> np.ndarray:
-    dphi = np.mod(phi1 - phi2 + np.pi, 2 * np.pi) - np.pi
-    return np.hypot(eta1 - eta2, dphi)
+def same_event_pairs(jet_event: np.ndarray, item_event: np.ndarray):
+    """(jet index, item index) of every jet-item pair in the same event; `item_event` sorted."""
+    first = np.searchsorted(item_event, jet_event, side="left")
+    n = np.searchsorted(item_event, jet_event, side="right") - first
+    jet = np.repeat(np.arange(len(jet_event)), n)
+    item = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(first, n)
+    return jet, item
+
+
+def near_jets(jets: Jets, item_event, item_eta, item_phi, max_dr: float):
+    """(jet index, item index) of the same-event pairs with dR < max_dr."""
+    jet, item = same_event_pairs(jets.event, item_event)
+    near = delta_r(item_eta[item], item_phi[item], jets.eta[jet], jets.phi[jet]) < max_dr
+    return jet[near], item[near]
