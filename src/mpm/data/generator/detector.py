@@ -2,9 +2,11 @@
 
 Every number comes from the `generate.detector` params group (documented in the README):
 
-- Tracker (|eta| < track_eta_max, pT > track_pt_min): a charged particle is reconstructed as a
-  track with probability `track_efficiency` (below 1 GeV, barrel |eta| < 1.5, endcap); its pT
-  is smeared by sigma(pT)/pT = a (+) b*pT. Tracks keep their true direction.
+- Tracker (|eta| < track_eta_max, pT > track_pt_min, produced inside the tracker volume:
+  transverse radius < tracker_radius, |z| < tracker_half_length): a charged particle is
+  reconstructed as a track with probability `track_efficiency` (below 1 GeV, barrel
+  |eta| < 1.5, endcap); its pT is smeared by sigma(pT)/pT = a (+) b*pT. Tracks keep their true
+  direction (no magnetic field).
 - Impact parameters of tracks: the true transverse and longitudinal impact parameters of a
   straight line from the true production vertex (Pythia's, in mm) relative to the primary
   vertex at the origin, smeared by sigma = a (+) b/pT, with sigma recorded as the error.
@@ -57,6 +59,8 @@ def _quadrature(a: float, b) -> np.ndarray:
 class Detector:
     track_eta_max: float
     track_pt_min: float
+    tracker_radius: float  # mm
+    tracker_half_length: float  # mm
     track_efficiency: dict  # {"low_pt": , "barrel": , "endcap": }
     track_pt_resolution: dict  # {"a": , "b": } sigma(pT)/pT = a (+) b*pT
     d0_resolution: dict  # {"a": mm, "b": mm*GeV} sigma = a (+) b/pT
@@ -69,10 +73,11 @@ class Detector:
     def from_params(cls, cfg: dict) -> "Detector":
         return cls(**cfg)
 
-    def _efficiency(self, pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+    def _efficiency(self, pt, abs_eta, radius, abs_z) -> np.ndarray:
         eff = self.track_efficiency
         high = np.where(abs_eta < 1.5, eff["barrel"], eff["endcap"])
         inside = (abs_eta < self.track_eta_max) & (pt > self.track_pt_min)
+        inside &= (radius < self.tracker_radius) & (abs_z < self.tracker_half_length)
         return np.where(inside, np.where(pt < 1.0, eff["low_pt"], high), 0.0)
 
     def _calorimeter(self, energy, cfg, rng) -> np.ndarray:
@@ -90,15 +95,16 @@ class Detector:
         charged = ev.charge[idx] != 0
 
         # One uniform draw per particle, whatever its fate, keeps the stream aligned.
+        x, y, z = ev.x[idx], ev.y[idx], ev.z[idx]
         u_track = rng.random(len(idx))
         noise = rng.standard_normal((3, len(idx)))
-        tracked = charged & (u_track < self._efficiency(pt, abs_eta))
+        efficiency = self._efficiency(pt, abs_eta, np.hypot(x, y), np.abs(z))
+        tracked = charged & (u_track < efficiency)
 
         # Tracks: smeared pT, true direction, impact parameters from the production vertex.
         res = self.track_pt_resolution
         rel_pt = _quadrature(res["a"], res["b"] * pt)
         scale = np.where(tracked, np.maximum(1.0 + rel_pt * noise[0], 0.05), 1.0)
-        x, y, z = ev.x[idx], ev.y[idx], ev.z[idx]
         safe_pt = np.maximum(pt, 1e-12)
         d0_true = (x * py - y * px) / safe_pt
         z0_true = z - (x * px + y * py) / safe_pt * pz / safe_pt

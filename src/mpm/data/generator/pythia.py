@@ -28,17 +28,15 @@ _QUIET = [
 def physics_settings(physics: dict) -> list[str]:
     """Pythia switches from the `generate.physics` params group.
 
-    K0S, Lambda and other particles with c*tau0 > 10 mm are left undecayed, as in the CMS
-    generator setup (the detector simulation would decay them), so they reach the detector as
-    neutral hadrons or as prompt charged tracks.
+    Decays are Pythia's defaults: K0S, Lambda and the other weakly decaying strange baryons
+    decay in flight (their tracks are displaced; the detector drops those produced outside
+    the tracker), while charged pions and kaons, K0L and neutrons are stable.
     """
     on_off = {True: "on", False: "off"}
     return [
         f"PartonLevel:MPI = {on_off[bool(physics['mpi'])]}",
         f"PartonLevel:ISR = {on_off[bool(physics['isr'])]}",
         f"PartonLevel:FSR = {on_off[bool(physics['fsr'])]}",
-        "ParticleDecays:limitTau0 = on",
-        "ParticleDecays:tau0Max = 10",
     ]
 
 
@@ -72,7 +70,6 @@ class EventRecord:
     py: np.ndarray
     pz: np.ndarray
     e: np.ndarray
-    m: np.ndarray
     x: np.ndarray
     y: np.ndarray
     z: np.ndarray
@@ -86,10 +83,6 @@ class EventRecord:
     def global_index(self, local: np.ndarray, event: np.ndarray) -> np.ndarray:
         """Flat position of the particle at event-record position `local` of `event`."""
         return self.offsets[event] + local
-
-    @property
-    def pt(self) -> np.ndarray:
-        return np.hypot(self.px, self.py)
 
 
 class _ParticleTable:
@@ -144,7 +137,6 @@ class EventSource:
             py=flat(prt.p.py),
             pz=flat(prt.p.pz),
             e=flat(prt.p.e),
-            m=flat(prt.m),
             x=flat(ak.fill_none(vertex.px, 0.0)),
             y=flat(ak.fill_none(vertex.py, 0.0)),
             z=flat(ak.fill_none(vertex.pz, 0.0)),

@@ -69,7 +69,13 @@ def validated_config(params: dict) -> dict:
         if not isinstance(get(params, f"{name}.physics.{key}"), bool):
             raise InputError(f"params: '{name}.physics.{key}' must be true or false")
     detector = get(params, f"{name}.detector")
-    for key in ("track_eta_max", "track_pt_min", "calo_eta_max"):
+    for key in (
+        "track_eta_max",
+        "track_pt_min",
+        "tracker_radius",
+        "tracker_half_length",
+        "calo_eta_max",
+    ):
         positive_float(detector.get(key), f"{name}.detector.{key}")
     for key in ("low_pt", "barrel", "endcap"):
         fraction(
@@ -126,6 +132,17 @@ def _seeds(settings: Settings, chunk: Chunk) -> tuple[int, np.random.Generator]:
     keys = (settings.seed, _SAMPLE_KEY[chunk.sample], label, SPLITS.index(chunk.split), chunk.index)
     detector_rng = np.random.default_rng(np.random.SeedSequence([*keys, 1]))
     return pythia_seed(*keys), detector_rng
+
+
+def settings_from_config(cfg: dict, seed: int, origin_tol_mm: float) -> Settings:
+    return Settings(
+        seed=seed,
+        physics=tuple(physics_settings(cfg["physics"])),
+        detector=Detector.from_params(cfg["detector"]),
+        pt_hat_min=float(cfg["jetclass"]["pt_hat_min"]),
+        events_per_batch=cfg["events_per_batch"],
+        origin_tol_mm=origin_tol_mm,
+    )
 
 
 def run_chunk(settings: Settings, chunk: Chunk) -> tuple[dict, int, float]:
@@ -187,14 +204,7 @@ def _write(path: Path, chunk: Chunk, tables: list[dict]) -> None:
 
 def generate(out_root: Path, cfg: dict, seed: int, origin_tol_mm: float) -> dict:
     """Write every file of `plan(cfg)` under `out_root`; returns per-sample statistics."""
-    settings = Settings(
-        seed=seed,
-        physics=tuple(physics_settings(cfg["physics"])),
-        detector=Detector.from_params(cfg["detector"]),
-        pt_hat_min=float(cfg["jetclass"]["pt_hat_min"]),
-        events_per_batch=cfg["events_per_batch"],
-        origin_tol_mm=origin_tol_mm,
-    )
+    settings = settings_from_config(cfg, seed, origin_tol_mm)
     files = plan(cfg)
     chunks = [c for _, file_chunks in files for c in file_chunks]
     workers = cfg["workers"] or os.cpu_count()
