@@ -114,6 +114,7 @@ def _sha(path):
 def test_same_seed_same_bytes_whatever_the_worker_count(tmp_path):
     params = generation_params((4, 1, 1), (2, 1, 1))
     params["generate"]["chunk_jets"] = 3  # two chunks for the train files
+    params["generate"]["events_per_batch"] = 10
     cfg = validated_config(params)
     generate(tmp_path / "a", cfg, 7, 1e-6)
     cfg["workers"] = 2
