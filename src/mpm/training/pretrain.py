@@ -1,0 +1,107 @@
+"""Pre-training with Lightning: the MAE pass plus reconstruction tasks, AdamW with linear
+warm-up and exponential decay, gradient clipping."""
+
+import lightning as L
+import torch
+from torch import nn
+
+from mpm.models.encoder import JetEncoder
+from mpm.models.mae import MaskedAutoencoder
+from mpm.models.masking import choose_dropped
+from mpm.tasks.reconstruction import ParticleID, Regression
+from mpm.training.schedule import warmup_exponential
+
+# Backbones of the paper: each pairs one continuous-feature task with the ID task.
+CONTINUOUS_TASKS = ("regression",)
+BACKBONES = (*CONTINUOUS_TASKS, "random")
+
+
+def build_tasks(backbone: str, decoder_dim: int, cfg: dict) -> nn.ModuleDict:
+    """The reconstruction tasks of a backbone (`pretrain` params group `cfg`)."""
+    if backbone not in CONTINUOUS_TASKS:
+        raise ValueError(f"no pre-training task for backbone '{backbone}'")
+    id_cfg = cfg["id_task"]
+    tasks = {"id": ParticleID(decoder_dim, id_cfg["weight"], id_cfg["label_smoothing"])}
+    if backbone == "regression":
+        tasks["regression"] = Regression(decoder_dim)
+    return nn.ModuleDict(tasks)
+
+
+class PretrainModule(L.LightningModule):
+    def __init__(
+        self,
+        backbone: str,
+        encoder_cfg: dict,
+        decoder_cfg: dict,
+        pretrain_cfg: dict,
+        mask_rate: float,
+        max_constituents: int,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.encoder_cfg = encoder_cfg
+        self.model = MaskedAutoencoder(
+            JetEncoder(**encoder_cfg),
+            decoder_dim=decoder_cfg["dim"],
+            decoder_depth=decoder_cfg["depth"],
+            decoder_heads=decoder_cfg["heads"],
+            max_constituents=max_constituents,
+        )
+        self.tasks = build_tasks(backbone, decoder_cfg["dim"], pretrain_cfg)
+        self.cfg = pretrain_cfg
+        self.mask_rate = mask_rate
+
+    @property
+    def encoder(self) -> JetEncoder:
+        return self.model.encoder
+
+    def _losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        dropped = choose_dropped(batch["mask"], self.mask_rate)
+        decoded, targets = self.model(batch["csts"], batch["csts_id"], batch["mask"], dropped)
+        losses = {
+            name: task.loss(decoded, targets["csts"], targets["ids"])
+            for name, task in self.tasks.items()
+        }
+        losses["total"] = sum(self.tasks[name].weight * loss for name, loss in losses.items())
+        return losses
+
+    def training_step(self, batch, batch_idx):
+        losses = self._losses(batch)
+        size = len(batch["labels"])
+        for name, loss in losses.items():
+            self.log(f"train/{name}", loss, prog_bar=name == "total", batch_size=size)
+        self.log("lr", self.lr_schedulers().get_last_lr()[0], batch_size=size)
+        return losses["total"]
+
+    def validation_step(self, batch, batch_idx):
+        losses = self._losses(batch)
+        for name, loss in losses.items():
+            self.log(f"val/{name}", loss, prog_bar=name == "total", batch_size=len(batch["labels"]))
+
+    def configure_optimizers(self):
+        cfg = self.cfg
+        params = [*self.model.parameters(), *self.tasks.parameters()]
+        optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: warmup_exponential(step, cfg["warmup_steps"], cfg["half_life_steps"]),
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def trainer_kwargs(trainer_cfg: dict) -> dict:
+    """Lightning Trainer settings from the `trainer` params group; precision `auto` is bf16
+    mixed on CUDA and fp32 elsewhere (bf16 autocast is far slower on CPUs)."""
+    precision = trainer_cfg["precision"]
+    if precision == "auto":
+        precision = "bf16-mixed" if torch.cuda.is_available() else "32-true"
+    return {
+        "accelerator": trainer_cfg["accelerator"],
+        "devices": trainer_cfg["devices"],
+        "num_nodes": trainer_cfg["num_nodes"],
+        "strategy": trainer_cfg["strategy"],
+        "precision": precision,
+    }

@@ -1,0 +1,108 @@
+"""One pre-training run: data, model, Lightning trainer with resumable checkpoints, export of
+the backbone and its metrics."""
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from mpm.atomic import atomic_file
+from mpm.data.loader import JetDataModule, JetDataset
+from mpm.models.backbone import save_backbone
+from mpm.models.encoder import JetEncoder
+from mpm.training.pretrain import PretrainModule, trainer_kwargs
+from mpm.training.probe import linear_probe_accuracy
+
+log = logging.getLogger(__name__)
+
+
+def _fresh_checkpoint_dir(path: Path, fingerprint: dict) -> Path | None:
+    """The checkpoint to resume from if `path` holds one of the same configuration; otherwise
+    the folder is emptied (a run with other params must not resume a stale checkpoint)."""
+    stamp = path / "config.json"
+    last = path / "last.ckpt"
+    if stamp.is_file() and json.loads(stamp.read_text()) == fingerprint and last.is_file():
+        return last
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    stamp.write_text(json.dumps(fingerprint, indent=2))
+    return None
+
+
+def pretrain(
+    backbone: str,
+    params: dict,
+    data_dir: Path,
+    preprocessor: Path,
+    out: Path,
+    checkpoints: Path,
+    log_dir: Path,
+    metrics: Path,
+) -> dict:
+    """Pre-train (or, for `random`, only initialise) one backbone and export it to `out`."""
+    seed, cfg = params["seed"], params["pretrain"]
+    encoder_cfg, decoder_cfg = params["model"]["encoder"], params["model"]["decoder"]
+    L.seed_everything(seed, workers=True, verbose=False)
+    summary: dict = {"backbone": backbone}
+    tic = time.perf_counter()
+    if backbone == "random":
+        encoder = JetEncoder(**encoder_cfg)
+        steps = 0
+    else:
+        data = JetDataModule(
+            data_dir, preprocessor, batch_size=cfg["batch_size"], n_train=cfg["n_train_jets"],
+            n_val=cfg["n_val_jets"], seed=seed, num_workers=params["loader"]["num_workers"],
+        )  # fmt: skip
+        module = PretrainModule(
+            backbone, encoder_cfg, decoder_cfg, cfg, params["mask_rate"],
+            params["convert"]["jetclass"]["max_constituents"],
+        )  # fmt: skip
+        fingerprint = {"backbone": backbone, "seed": seed, "mask_rate": params["mask_rate"],
+                       "model": params["model"], "pretrain": cfg}  # fmt: skip
+        resume = _fresh_checkpoint_dir(checkpoints, fingerprint)
+        if resume:
+            log.info("resuming from %s", resume)
+        shutil.rmtree(log_dir, ignore_errors=True)
+        trainer = L.Trainer(
+            **trainer_kwargs(params["trainer"]),
+            max_steps=cfg["steps"],
+            max_epochs=-1,
+            val_check_interval=cfg["val_every_steps"],
+            check_val_every_n_epoch=None,
+            gradient_clip_val=cfg["grad_clip"],
+            logger=CSVLogger(log_dir.parent, name=log_dir.name, version=""),
+            callbacks=[
+                ModelCheckpoint(
+                    checkpoints, save_last=True, every_n_train_steps=cfg["val_every_steps"]
+                )
+            ],
+            log_every_n_steps=10,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
+        encoder, steps = module.encoder, trainer.global_step
+        summary["final"] = {k: round(float(v), 5) for k, v in trainer.callback_metrics.items()}
+        summary["jets_per_s"] = round(steps * cfg["batch_size"] / (time.perf_counter() - tic), 1)
+    summary["steps"] = steps
+    probe = params["pretrain"]["probe_jets"]
+    kwargs = dict(preprocessor_path=preprocessor, batch_size=500, seed=seed, shuffle=False)
+    summary["linear_probe_accuracy"] = round(
+        linear_probe_accuracy(
+            encoder.cpu(),
+            JetDataset(data_dir / "val.h5", n_jets=probe["train"], **kwargs),
+            JetDataset(data_dir / "test.h5", n_jets=probe["test"], **kwargs),
+        ),
+        4,
+    )
+    save_backbone(encoder, encoder_cfg, {"backbone": backbone, "steps": steps}, out)
+    with atomic_file(metrics) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("%s: %d steps, linear probe accuracy %.3f", backbone, steps,
+             summary["linear_probe_accuracy"])  # fmt: skip
+    return summary

@@ -1,0 +1,56 @@
+"""DVC stage `pretrain@<backbone>`: pre-train one MPMv2 backbone on JetClass and export it.
+
+Backbones: each continuous-feature reconstruction task together with the particle-ID task,
+plus `random` (the randomly initialised baseline, exported the same way). Checkpoints go to
+--checkpoints (a persist output): a killed run resumes from its last checkpoint.
+"""
+
+import argparse
+from pathlib import Path
+
+from mpm.cli import run_stage
+from mpm.params import fraction, get, one_of, positive_float, positive_int
+from mpm.training.pretrain import BACKBONES
+from mpm.training.run import pretrain
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", required=True, help=f"one of {', '.join(BACKBONES)}")
+    parser.add_argument("--data", default="data/processed/jetclass", help="converted JetClass")
+    parser.add_argument("--preprocessor", default="data/preprocessor/quantile.joblib")
+    parser.add_argument("--out", required=True, help="backbone artifact (.pt)")
+    parser.add_argument("--checkpoints", required=True, help="checkpoint folder (resumable)")
+    parser.add_argument("--log-dir", required=True, help="training curves (metrics.csv)")
+    parser.add_argument("--metrics", required=True, help="final losses and probe accuracy")
+
+
+def _validate(params: dict) -> None:
+    fraction(get(params, "mask_rate"), "mask_rate")
+    for group in ("encoder", "decoder"):
+        for key in ("dim", "depth", "heads"):
+            positive_int(get(params, f"model.{group}.{key}"), f"model.{group}.{key}")
+    positive_int(get(params, "model.encoder.registers"), "model.encoder.registers")
+    for key in ("steps", "batch_size", "n_val_jets", "val_every_steps", "warmup_steps"):
+        positive_int(get(params, f"pretrain.{key}"), f"pretrain.{key}")
+    positive_int(get(params, "pretrain.n_train_jets"), "pretrain.n_train_jets", allow_none=True)
+    for key in ("lr", "weight_decay", "half_life_steps", "grad_clip"):
+        positive_float(get(params, f"pretrain.{key}"), f"pretrain.{key}")
+
+
+def body(params: dict, args: argparse.Namespace) -> None:
+    backbone = one_of(args.backbone, "--backbone", BACKBONES)
+    _validate(params)
+    pretrain(
+        backbone,
+        params,
+        Path(args.data),
+        Path(args.preprocessor),
+        Path(args.out),
+        Path(args.checkpoints),
+        Path(args.log_dir),
+        Path(args.metrics),
+    )
+
+
+if __name__ == "__main__":
+    run_stage("pretrain", __doc__.splitlines()[0].split(": ", 1)[1], body, add_arguments)

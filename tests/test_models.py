@@ -1,0 +1,128 @@
+"""Model building blocks, encoder and the MAE pass: shapes, set symmetries, masking."""
+
+import pytest
+import torch
+
+from mpm.models.encoder import JetEncoder
+from mpm.models.layers import Attention, SwiGLU, Transformer
+from mpm.models.mae import MaskedAutoencoder
+from mpm.models.masking import choose_dropped, compact, gather_rows
+from mpm.tasks.reconstruction import ParticleID, Regression
+
+
+def _batch(b=4, n=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.randint(3, n + 1, (b,), generator=g)
+    mask = torch.arange(n)[None] < counts[:, None]
+    csts = torch.randn(b, n, 7, generator=g) * mask[..., None]
+    ids = torch.randint(0, 8, (b, n), generator=g) * mask
+    return csts, ids, mask
+
+
+def test_layer_shapes():
+    x = torch.randn(2, 5, 16)
+    assert SwiGLU(16).proj_in.out_features == 64 and SwiGLU(16)(x).shape == x.shape
+    assert Attention(16, 4)(x, torch.randn(2, 7, 16)).shape == x.shape
+    with pytest.raises(ValueError, match="divisible"):
+        Attention(16, 3)
+
+
+def test_transformer_is_permutation_equivariant_and_ignores_padding():
+    torch.manual_seed(0)
+    model = Transformer(16, depth=2, heads=4).eval()
+    x = torch.randn(3, 6, 16)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1] * 6, [1, 1, 0, 0, 0, 0]], dtype=torch.bool)
+    perm = torch.randperm(6)
+    out = model(x, mask)
+    out_perm = model(x[:, perm], mask[:, perm])
+    torch.testing.assert_close(out_perm[mask[:, perm]], out[:, perm][mask[:, perm]])
+    # Whatever sits in the padding does not change the real elements' outputs.
+    noisy = torch.where(mask[..., None], x, torch.randn_like(x) * 100)
+    torch.testing.assert_close(model(noisy, mask)[mask], out[mask])
+
+
+def test_encoder_outputs_and_equivariance():
+    torch.manual_seed(0)
+    enc = JetEncoder(dim=32, depth=2, heads=4, registers=3).eval()
+    csts, ids, mask = _batch()
+    out, out_mask = enc(csts, ids, mask)
+    assert out.shape == (4, 3 + 12, 32) and out_mask[:, :3].all()
+    assert torch.equal(out_mask[:, 3:], mask)
+    perm = torch.randperm(12)
+    out_p, _ = enc(csts[:, perm], ids[:, perm], mask[:, perm])
+    real = mask[:, perm]
+    torch.testing.assert_close(out_p[:, 3:][real], out[:, 3:][:, perm][real])
+    torch.testing.assert_close(out_p[:, :3], out[:, :3])  # registers: invariant
+
+
+def test_choose_dropped_counts_and_never_padding():
+    csts, ids, mask = _batch(b=64, n=30)
+    g = torch.Generator().manual_seed(1)
+    dropped = choose_dropped(mask, 0.4, g)
+    n = mask.sum(1)
+    assert torch.equal(dropped.sum(1), torch.minimum(torch.round(0.4 * n), n - 1).long())
+    assert not (dropped & ~mask).any()
+    again = choose_dropped(mask, 0.4, torch.Generator().manual_seed(1))
+    assert torch.equal(dropped, again)
+    assert (choose_dropped(mask, 1.0).sum(1) == n - 1).all()  # one always survives
+
+
+def test_compact_keeps_order():
+    selected = torch.tensor([[0, 1, 0, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    index, valid = compact(selected)
+    assert index[0].tolist() == [1, 3, 4] and valid[0].tolist() == [True] * 3
+    assert index[1, 0] == 0 and valid[1].tolist() == [True, False, False]
+    x = torch.arange(10.0).view(2, 5)
+    assert gather_rows(x, index)[valid].tolist() == [1.0, 3.0, 4.0, 5.0]
+
+
+def _mae(seed=0):
+    torch.manual_seed(seed)
+    enc = JetEncoder(dim=32, depth=2, heads=4, registers=2)
+    return MaskedAutoencoder(enc, decoder_dim=16, decoder_depth=1, decoder_heads=2,
+                             max_constituents=30).eval()  # fmt: skip
+
+
+def test_mae_outputs_and_targets():
+    model = _mae()
+    csts, ids, mask = _batch()
+    dropped = choose_dropped(mask, 0.4, torch.Generator().manual_seed(0))
+    decoded, targets = model(csts, ids, mask, dropped)
+    m = int(dropped.sum())
+    assert decoded.shape == (m, 16) and targets["csts"].shape == (m, 7)
+    # Targets are the dropped constituents, jet by jet in pT (input) order.
+    torch.testing.assert_close(targets["csts"], csts[dropped])
+    assert torch.equal(targets["ids"], ids[dropped])
+
+
+def test_dropped_constituents_never_reach_the_encoder():
+    model = _mae()
+    csts, ids, mask = _batch()
+    dropped = choose_dropped(mask, 0.5, torch.Generator().manual_seed(2))
+    decoded, _ = model(csts, ids, mask, dropped)
+    changed = torch.where(dropped[..., None], torch.randn_like(csts) * 50, csts)
+    other_ids = torch.where(dropped, (ids + 3) % 8, ids)
+    decoded_changed, _ = model(changed, other_ids, mask, dropped)
+    torch.testing.assert_close(decoded_changed, decoded)
+    # ... while the visible ones do.
+    moved = torch.where((mask & ~dropped)[..., None], csts + 1, csts)
+    assert not torch.allclose(model(moved, ids, mask, dropped)[0], decoded)
+
+
+@pytest.mark.parametrize("task_cls", [ParticleID, Regression])
+def test_task_losses_fall_on_a_tiny_batch(task_cls):
+    model = _mae().train()
+    task = task_cls(16)
+    csts, ids, mask = _batch(b=8, n=10)
+    dropped = choose_dropped(mask, 0.4, torch.Generator().manual_seed(0))
+    opt = torch.optim.AdamW([*model.parameters(), *task.parameters()], lr=3e-3)
+    losses = []
+    for _ in range(60):
+        decoded, targets = model(csts, ids, mask, dropped)
+        loss = task.loss(decoded, targets["csts"], targets["ids"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < 0.5 * losses[0]

@@ -1,0 +1,111 @@
+"""Pre-training: schedule, backbone artifact, a tiny run end to end, resume after SIGKILL."""
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+from mpm.data.convert import convert_dataset
+from mpm.data.preprocess import fit_preprocessor, save_preprocessor
+from mpm.errors import InputError
+from mpm.models.backbone import load_backbone, save_backbone
+from mpm.models.encoder import JetEncoder
+from mpm.training.run import pretrain
+from mpm.training.schedule import warmup_exponential
+
+
+def test_schedule_warms_up_then_halves_every_half_life():
+    assert warmup_exponential(0, 10, 100) == pytest.approx(0.1)
+    assert warmup_exponential(9, 10, 100) == pytest.approx(1.0)
+    assert warmup_exponential(10, 10, 100) == pytest.approx(1.0)
+    assert warmup_exponential(110, 10, 100) == pytest.approx(0.5)
+    assert warmup_exponential(210, 10, 100) == pytest.approx(0.25)
+
+
+def test_backbone_round_trip_and_errors(tmp_path):
+    cfg = {"dim": 16, "depth": 1, "heads": 2, "registers": 2}
+    encoder = JetEncoder(**cfg)
+    save_backbone(encoder, cfg, {"backbone": "random", "steps": 0}, tmp_path / "b.pt")
+    loaded, info = load_backbone(tmp_path / "b.pt")
+    assert info == {"backbone": "random", "steps": 0}
+    for a, b in zip(encoder.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(InputError, match="backbone file not found"):
+        load_backbone(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_text("junk")
+    with pytest.raises(InputError, match="junk.pt: not a readable backbone file"):
+        load_backbone(tmp_path / "junk.pt")
+
+
+@pytest.fixture(scope="module")
+def jetclass(tmp_path_factory, generated):
+    raw, params = generated
+    params = {**params, "loader": {"num_workers": 0}}
+    params["pretrain"] = {**params["pretrain"], "n_val_jets": 100,
+                          "probe_jets": {"train": 100, "test": 200}}  # fmt: skip
+    root = tmp_path_factory.mktemp("pretrain_data")
+    convert_dataset(params, "jetclass", raw, root / "jetclass")
+    save_preprocessor(
+        fit_preprocessor(root / "jetclass/train.h5", 600, 100, 100_000, 0), root / "pre.joblib"
+    )
+    return root, params
+
+
+def _paths(tmp_path, name):
+    return dict(
+        out=tmp_path / f"{name}.pt",
+        checkpoints=tmp_path / "ckpt" / name,
+        log_dir=tmp_path / "logs" / name,
+        metrics=tmp_path / f"{name}.json",
+    )
+
+
+def test_tiny_pretraining_run_lowers_the_loss_and_exports_a_backbone(jetclass, tmp_path):
+    root, params = jetclass
+    params = {**params, "pretrain": {**params["pretrain"], "steps": 60, "val_every_steps": 30}}
+    paths = _paths(tmp_path, "regression")
+    summary = pretrain("regression", params, root / "jetclass", root / "pre.joblib", **paths)
+    assert summary["steps"] == 60 and 0 < summary["linear_probe_accuracy"] <= 1
+    assert json.loads(paths["metrics"].read_text()) == summary
+    curve = pd.read_csv(paths["log_dir"] / "metrics.csv")
+    total = curve["train/total"].dropna().to_numpy()
+    assert all(math.isfinite(v) for v in total)
+    assert total[-3:].mean() < total[:3].mean()
+    assert {"val/id", "val/regression"} <= set(curve.columns)
+    encoder, info = load_backbone(paths["out"])
+    assert info == {"backbone": "regression", "steps": 60}
+    assert encoder.dim == params["model"]["encoder"]["dim"]
+
+
+def test_killed_pretraining_resumes_from_its_checkpoint(jetclass, tmp_path):
+    root, params = jetclass
+    params = {**params, "pretrain": {**params["pretrain"], "steps": 400, "val_every_steps": 20}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    paths = _paths(tmp_path, "regression")
+    cmd = [sys.executable, str(REPO / "stages/pretrain.py"), "--params",
+           str(tmp_path / "params.yaml"), "--backbone", "regression",
+           "--data", str(root / "jetclass"), "--preprocessor", str(root / "pre.joblib"),
+           *[f"--{k.replace('_', '-')}={v}" for k, v in paths.items()]]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = paths["checkpoints"] / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the checkpoint file be complete
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists() and not paths["out"].exists() and not paths["metrics"].exists()
+    step_at_kill = torch.load(last, weights_only=False)["global_step"]
+    assert 0 < step_at_kill < 400
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from" in done.stderr
+    assert json.loads(paths["metrics"].read_text())["steps"] == 400
