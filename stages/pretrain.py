@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoints", required=True, help="checkpoint folder (resumable)")
     parser.add_argument("--log-dir", required=True, help="training curves (metrics.csv)")
     parser.add_argument("--metrics", required=True, help="final losses and probe accuracy")
+    parser.add_argument("--tokenizer", help="tokenizer file of the token backbones (kmeans)")
 
 
 def _validate(params: dict) -> None:
@@ -49,6 +50,7 @@ def body(params: dict, args: argparse.Namespace) -> None:
         Path(args.checkpoints),
         Path(args.log_dir),
         Path(args.metrics),
+        None if args.tokenizer is None else Path(args.tokenizer),
     )
 
 

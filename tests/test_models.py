@@ -7,7 +7,9 @@ from mpm.models.encoder import JetEncoder
 from mpm.models.layers import Attention, SwiGLU, Transformer
 from mpm.models.mae import MaskedAutoencoder
 from mpm.models.masking import choose_dropped, compact, gather_rows
-from mpm.tasks.reconstruction import ParticleID, Regression
+from mpm.tasks.generative import ConditionalFlow, FlowMatching, time_embedding
+from mpm.tasks.reconstruction import ParticleID, Regression, TokenClassification
+from mpm.tokenizers.kmeans import KMeansTokenizer
 
 
 def _batch(b=4, n=12, seed=0):
@@ -109,16 +111,28 @@ def test_dropped_constituents_never_reach_the_encoder():
     assert not torch.allclose(model(moved, ids, mask, dropped)[0], decoded)
 
 
-@pytest.mark.parametrize("task_cls", [ParticleID, Regression])
-def test_task_losses_fall_on_a_tiny_batch(task_cls):
+@pytest.mark.parametrize(
+    "make_task",
+    [
+        lambda: ParticleID(16),
+        lambda: Regression(16),
+        lambda: TokenClassification(16, KMeansTokenizer(torch.randn(32, 7).numpy()), 32),
+        lambda: ConditionalFlow(16, blocks=2, hidden=16),
+        lambda: FlowMatching(16, hidden=32),
+    ],
+    ids=["id", "regression", "kmeans", "flow", "cfm"],
+)
+def test_task_losses_fall_on_a_tiny_batch(make_task):
+    torch.manual_seed(0)
     model = _mae().train()
-    task = task_cls(16)
+    task = make_task()
     csts, ids, mask = _batch(b=8, n=10)
     dropped = choose_dropped(mask, 0.4, torch.Generator().manual_seed(0))
     opt = torch.optim.AdamW([*model.parameters(), *task.parameters()], lr=3e-3)
     losses = []
     for _ in range(60):
         decoded, targets = model(csts, ids, mask, dropped)
+        torch.manual_seed(1)  # the same noise every step (CFM): a loss that can fall
         loss = task.loss(decoded, targets["csts"], targets["ids"])
         opt.zero_grad()
         loss.backward()
@@ -126,3 +140,24 @@ def test_task_losses_fall_on_a_tiny_batch(task_cls):
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize(
+    "make_task", [lambda: ConditionalFlow(16, 2, 16), lambda: FlowMatching(16)]
+)
+def test_generative_heads_sample_finite_features(make_task):
+    samples = make_task().sample(torch.randn(40, 16))
+    assert samples.shape == (40, 7) and torch.isfinite(samples).all()
+
+
+def test_time_embedding_is_bounded_and_distinguishes_times():
+    emb = time_embedding(torch.linspace(0, 1, 101))
+    assert emb.shape == (101, 16) and emb.abs().max() <= 1
+    assert torch.cdist(emb, emb).fill_diagonal_(9).min() > 1e-3
+
+
+def test_kmeans_tokenizer_picks_the_nearest_centroid():
+    centroids = torch.randn(50, 7)
+    x = torch.randn(200, 7)
+    expected = torch.cdist(x, centroids).argmin(1)
+    assert torch.equal(KMeansTokenizer(centroids.numpy())(x), expected)

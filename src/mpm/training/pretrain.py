@@ -5,25 +5,42 @@ import lightning as L
 import torch
 from torch import nn
 
+from mpm.errors import InputError
 from mpm.models.encoder import JetEncoder
 from mpm.models.mae import MaskedAutoencoder
 from mpm.models.masking import choose_dropped
-from mpm.tasks.reconstruction import ParticleID, Regression
+from mpm.tasks.generative import ConditionalFlow, FlowMatching
+from mpm.tasks.reconstruction import ParticleID, Regression, TokenClassification
+from mpm.tokenizers.kmeans import KMeansTokenizer, load_centroids
 from mpm.training.schedule import warmup_exponential
 
-# Backbones of the paper: each pairs one continuous-feature task with the ID task.
-CONTINUOUS_TASKS = ("regression",)
+# Backbones of the paper: each pairs one continuous-feature task with the ID task. Token
+# tasks need a fitted tokenizer (`tokenizer` path).
+CONTINUOUS_TASKS = ("regression", "kmeans", "flow", "cfm")
+TOKEN_TASKS = ("kmeans",)
 BACKBONES = (*CONTINUOUS_TASKS, "random")
 
 
-def build_tasks(backbone: str, decoder_dim: int, cfg: dict) -> nn.ModuleDict:
+def build_tasks(backbone: str, decoder_dim: int, cfg: dict, tokenizer: str | None) -> nn.ModuleDict:
     """The reconstruction tasks of a backbone (`pretrain` params group `cfg`)."""
     if backbone not in CONTINUOUS_TASKS:
         raise ValueError(f"no pre-training task for backbone '{backbone}'")
+    if (backbone in TOKEN_TASKS) != (tokenizer is not None):
+        raise InputError(f"backbone '{backbone}': a tokenizer file is needed for, and only for, "
+                         f"{', '.join(TOKEN_TASKS)}")  # fmt: skip
     id_cfg = cfg["id_task"]
     tasks = {"id": ParticleID(decoder_dim, id_cfg["weight"], id_cfg["label_smoothing"])}
     if backbone == "regression":
         tasks["regression"] = Regression(decoder_dim)
+    elif backbone == "kmeans":
+        kmeans = KMeansTokenizer(load_centroids(tokenizer))
+        tasks["kmeans"] = TokenClassification(decoder_dim, kmeans, kmeans.n_tokens)
+    elif backbone == "flow":
+        flow = cfg["tasks"]["flow"]
+        tasks["flow"] = ConditionalFlow(decoder_dim, flow["blocks"], flow["hidden"], flow["bins"])
+    elif backbone == "cfm":
+        cfm = cfg["tasks"]["cfm"]
+        tasks["cfm"] = FlowMatching(decoder_dim, cfm["hidden"], steps=cfm["sample_steps"])
     return nn.ModuleDict(tasks)
 
 
@@ -36,6 +53,7 @@ class PretrainModule(L.LightningModule):
         pretrain_cfg: dict,
         mask_rate: float,
         max_constituents: int,
+        tokenizer: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -47,7 +65,7 @@ class PretrainModule(L.LightningModule):
             decoder_heads=decoder_cfg["heads"],
             max_constituents=max_constituents,
         )
-        self.tasks = build_tasks(backbone, decoder_cfg["dim"], pretrain_cfg)
+        self.tasks = build_tasks(backbone, decoder_cfg["dim"], pretrain_cfg, tokenizer)
         self.cfg = pretrain_cfg
         self.mask_rate = mask_rate
 

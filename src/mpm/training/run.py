@@ -43,6 +43,7 @@ def pretrain(
     checkpoints: Path,
     log_dir: Path,
     metrics: Path,
+    tokenizer: Path | None = None,
 ) -> dict:
     """Pre-train (or, for `random`, only initialise) one backbone and export it to `out`."""
     seed, cfg = params["seed"], params["pretrain"]
@@ -53,6 +54,7 @@ def pretrain(
     if backbone == "random":
         encoder = JetEncoder(**encoder_cfg)
         steps = 0
+        _fresh_checkpoint_dir(checkpoints, {"backbone": backbone})  # nothing to resume
     else:
         data = JetDataModule(
             data_dir, preprocessor, batch_size=cfg["batch_size"], n_train=cfg["n_train_jets"],
@@ -61,6 +63,7 @@ def pretrain(
         module = PretrainModule(
             backbone, encoder_cfg, decoder_cfg, cfg, params["mask_rate"],
             params["convert"]["jetclass"]["max_constituents"],
+            None if tokenizer is None else str(tokenizer),
         )  # fmt: skip
         fingerprint = {"backbone": backbone, "seed": seed, "mask_rate": params["mask_rate"],
                        "model": params["model"], "pretrain": cfg}  # fmt: skip

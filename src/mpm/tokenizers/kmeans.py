@@ -1,0 +1,104 @@
+"""K-means tokenizer of the 7 preprocessed constituent features.
+
+Fitted with faiss on CPU or torchpq on CUDA (the paper's choice; it needs cupy, see
+requirements-gpu.txt); either way the artifact is the same: the centroids [K, 7] as float32
+in a torch file. Tokens are nearest-centroid indices.
+"""
+
+import logging
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+from mpm.atomic import atomic_file
+from mpm.data import schema
+from mpm.data.preprocess import load_preprocessor
+from mpm.errors import InputError
+
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "faiss", "torchpq")
+
+
+def training_points(train_h5: Path, preprocessor: Path, n_jets: int, seed: int) -> np.ndarray:
+    """Preprocessed features [M, 7] of every constituent of the first `n_jets` jets (the file
+    is shuffled at conversion, so the first jets are a random sample)."""
+    pre = load_preprocessor(preprocessor)
+    with h5py.File(train_h5, "r") as f:
+        n = min(n_jets, len(f[schema.H5_LABELS]))
+        csts, ids, mask = (
+            f[k][:n] for k in (schema.H5_CONSTITUENTS, schema.H5_IDS, schema.H5_MASK)
+        )
+    return pre(csts, ids, mask, np.random.default_rng(seed))[mask]
+
+
+def _fit_faiss(points: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
+    import faiss
+
+    kmeans = faiss.Kmeans(points.shape[1], k, niter=iterations, seed=seed, verbose=False,
+                          max_points_per_centroid=max(256, len(points) // k + 1))  # fmt: skip
+    kmeans.train(np.ascontiguousarray(points, dtype=np.float32))
+    return kmeans.centroids
+
+
+def _fit_torchpq(points: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
+    from torchpq.clustering import KMeans
+
+    torch.manual_seed(seed)
+    kmeans = KMeans(n_clusters=k, max_iter=iterations, distance="euclidean")
+    data = torch.from_numpy(points).cuda().T.contiguous()  # torchpq wants [dim, n]
+    kmeans.fit(data)
+    return kmeans.centroids.T.cpu().numpy()
+
+
+def fit_kmeans(points: np.ndarray, k: int, iterations: int, seed: int, backend: str) -> np.ndarray:
+    """Centroids [k, d] (float32)."""
+    if backend == "auto":
+        backend = "torchpq" if torch.cuda.is_available() else "faiss"
+    if len(points) < k:
+        raise InputError(f"k-means: {len(points)} points cannot make {k} centroids")
+    log.info("k-means: %d centroids from %d points with %s", k, len(points), backend)
+    fit = {"faiss": _fit_faiss, "torchpq": _fit_torchpq}[backend]
+    return np.asarray(fit(points, k, iterations, seed), dtype=np.float32)
+
+
+FORMAT = "mpm-kmeans/1"
+
+
+def save_centroids(centroids: np.ndarray, path: Path) -> None:
+    with atomic_file(path) as tmp:
+        torch.save({"format": FORMAT, "centroids": torch.from_numpy(centroids)}, tmp)
+
+
+def load_centroids(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: k-means tokenizer file not found")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        assert blob["format"] == FORMAT
+        centroids = blob["centroids"].numpy()
+    except Exception:
+        raise InputError(f"{path}: not a k-means tokenizer file") from None
+    if centroids.ndim != 2 or centroids.shape[1] != len(schema.CONTINUOUS_FEATURES):
+        raise InputError(f"{path}: centroids have shape {centroids.shape}, expected [K, 7]")
+    return centroids
+
+
+class KMeansTokenizer(nn.Module):
+    """Nearest-centroid token of each feature vector [M, 7] -> [M]."""
+
+    def __init__(self, centroids: np.ndarray):
+        super().__init__()
+        self.register_buffer("centroids", torch.as_tensor(centroids, dtype=torch.float32))
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.centroids)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; |x|^2 does not change the argmin.
+        scores = x.float() @ self.centroids.T - 0.5 * (self.centroids**2).sum(1)
+        return scores.argmax(1)
