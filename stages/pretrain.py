@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mpm.cli import run_stage
 from mpm.params import fraction, get, one_of, positive_float, positive_int
-from mpm.training.pretrain import BACKBONES
+from mpm.training.pretrain import BACKBONES, VARIANTS
 from mpm.training.run import pretrain
 
 
@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _validate(params: dict) -> None:
     fraction(get(params, "mask_rate"), "mask_rate")
+    one_of(get(params, "model.variant"), "model.variant", VARIANTS)
     for group in ("encoder", "decoder"):
         for key in ("dim", "depth", "heads"):
             positive_int(get(params, f"model.{group}.{key}"), f"model.{group}.{key}")

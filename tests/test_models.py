@@ -161,3 +161,18 @@ def test_kmeans_tokenizer_picks_the_nearest_centroid():
     x = torch.randn(200, 7)
     expected = torch.cdist(x, centroids).argmin(1)
     assert torch.equal(KMeansTokenizer(centroids.numpy())(x), expected)
+
+
+def test_bert_style_pass_sees_mask_tokens_not_dropped_features():
+    from mpm.models.bert import BertStyleModel
+
+    torch.manual_seed(0)
+    enc = JetEncoder(dim=32, depth=2, heads=4, registers=2)
+    model = BertStyleModel(enc, decoder_dim=16, max_constituents=30).eval()
+    csts, ids, mask = _batch()
+    dropped = choose_dropped(mask, 0.4, torch.Generator().manual_seed(0))
+    decoded, targets = model(csts, ids, mask, dropped)
+    assert decoded.shape == (int(dropped.sum()), 16)
+    torch.testing.assert_close(targets["csts"], csts[dropped])
+    changed = torch.where(dropped[..., None], torch.randn_like(csts), csts)
+    torch.testing.assert_close(model(changed, ids, mask, dropped)[0], decoded)

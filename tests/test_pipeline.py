@@ -1,6 +1,7 @@
 """The repository as a whole: profiles, stage CLIs, and the DVC DAG on the smoke profile."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,7 +74,8 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
     status = _run(["git", "status", "--porcelain", "--untracked-files=all"], repo, env)
     for line in status.splitlines():
         code, path = line[:2], line[3:]
-        assert code != "??" and path in outs | {"dvc.lock"}, status
+        declared = path in outs | {"dvc.lock"} or any(path.startswith(f"{o}/") for o in outs)
+        assert code != "??" and declared, status
 
     # Every dependency is tracked by git or produced by a stage.
     tracked = set(_run(["git", "ls-files"], repo, env).splitlines())
@@ -89,3 +91,15 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
     assert "sanity.json" in metrics and "d0_significance_tail" in metrics
     assert "generation.json" in metrics and "jets_per_s_per_core" in metrics
     assert (repo / "results/figures/data_sanity.png").stat().st_size > 10_000
+    assert "linear_probe_accuracy" in metrics and "val_codebook_usage" in metrics
+    assert "train/total" in _run(["dvc", "plots", "show", "--json"], repo, env)
+
+    # `dvc exp run -S mask_rate=...` re-runs exactly the stages that use the mask rate.
+    experiment = _run(["dvc", "exp", "run", "-S", "mask_rate=0.3"], repo, env)
+    ran = set(re.findall(r"Running stage '([^']+)'", experiment))
+    expected = {
+        name
+        for name, stage in lock.items()
+        if "mask_rate" in stage.get("params", {}).get("params.yaml", {})
+    }
+    assert ran == expected and ran == {n for n in lock if n.startswith("pretrain")}, ran

@@ -21,11 +21,18 @@ class JetEncoder(nn.Module):
         self.registers = nn.Parameter(torch.randn(registers, dim) * 0.02)
         self.transformer = Transformer(dim, depth, heads)
 
-    def forward(self, csts, ids, mask) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, N, 7], [B, N], [B, N] -> (outputs [B, R + N, dim], mask [B, R + N]); the first R
+    def embed(self, csts: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """[B, N, 7], [B, N] -> constituent embeddings [B, N, dim]."""
+        return self.embed_features(csts) + self.embed_ids(ids)
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings [B, N, dim] -> (outputs [B, R + N, dim], mask [B, R + N]); the first R
         outputs are the registers."""
-        x = self.embed_features(csts) + self.embed_ids(ids)
         b = x.shape[0]
-        x = torch.cat([self.registers.expand(b, -1, -1), x], dim=1)
+        x = torch.cat([self.registers.expand(b, -1, -1).to(x.dtype), x], dim=1)
         mask = torch.cat([mask.new_ones(b, self.n_registers), mask], dim=1)
         return self.transformer(x, mask), mask
+
+    def forward(self, csts, ids, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, N, 7], [B, N], [B, N] -> (outputs [B, R + N, dim], mask [B, R + N])."""
+        return self.encode(self.embed(csts, ids), mask)

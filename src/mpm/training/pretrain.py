@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from mpm.errors import InputError
+from mpm.models.bert import BertStyleModel
 from mpm.models.encoder import JetEncoder
 from mpm.models.mae import MaskedAutoencoder
 from mpm.models.masking import choose_dropped
@@ -44,28 +45,36 @@ def build_tasks(backbone: str, decoder_dim: int, cfg: dict, tokenizer: str | Non
     return nn.ModuleDict(tasks)
 
 
+VARIANTS = ("mae", "bert")
+
+
+def build_model(model_cfg: dict, max_constituents: int) -> nn.Module:
+    """The pre-training pass of `model.variant`: `mae` (MPMv2) or `bert` (MPMv1-style)."""
+    encoder = JetEncoder(**model_cfg["encoder"])
+    decoder = model_cfg["decoder"]
+    if model_cfg["variant"] == "mae":
+        return MaskedAutoencoder(
+            encoder, decoder["dim"], decoder["depth"], decoder["heads"], max_constituents
+        )
+    if model_cfg["variant"] == "bert":
+        return BertStyleModel(encoder, decoder["dim"], max_constituents)
+    raise InputError(f"params: 'model.variant' must be one of {VARIANTS}")
+
+
 class PretrainModule(L.LightningModule):
     def __init__(
         self,
         backbone: str,
-        encoder_cfg: dict,
-        decoder_cfg: dict,
+        model_cfg: dict,
         pretrain_cfg: dict,
         mask_rate: float,
         max_constituents: int,
         tokenizer: str | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
-        self.encoder_cfg = encoder_cfg
-        self.model = MaskedAutoencoder(
-            JetEncoder(**encoder_cfg),
-            decoder_dim=decoder_cfg["dim"],
-            decoder_depth=decoder_cfg["depth"],
-            decoder_heads=decoder_cfg["heads"],
-            max_constituents=max_constituents,
-        )
-        self.tasks = build_tasks(backbone, decoder_cfg["dim"], pretrain_cfg, tokenizer)
+        self.save_hyperparameters(logger=False)
+        self.model = build_model(model_cfg, max_constituents)
+        self.tasks = build_tasks(backbone, model_cfg["decoder"]["dim"], pretrain_cfg, tokenizer)
         self.cfg = pretrain_cfg
         self.mask_rate = mask_rate
 

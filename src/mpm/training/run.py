@@ -47,7 +47,7 @@ def pretrain(
 ) -> dict:
     """Pre-train (or, for `random`, only initialise) one backbone and export it to `out`."""
     seed, cfg = params["seed"], params["pretrain"]
-    encoder_cfg, decoder_cfg = params["model"]["encoder"], params["model"]["decoder"]
+    encoder_cfg = params["model"]["encoder"]
     L.seed_everything(seed, workers=True, verbose=False)
     summary: dict = {"backbone": backbone}
     tic = time.perf_counter()
@@ -61,7 +61,7 @@ def pretrain(
             n_val=cfg["n_val_jets"], seed=seed, num_workers=params["loader"]["num_workers"],
         )  # fmt: skip
         module = PretrainModule(
-            backbone, encoder_cfg, decoder_cfg, cfg, params["mask_rate"],
+            backbone, params["model"], cfg, params["mask_rate"],
             params["convert"]["jetclass"]["max_constituents"],
             None if tokenizer is None else str(tokenizer),
         )  # fmt: skip
