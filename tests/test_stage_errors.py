@@ -1,4 +1,4 @@
-"""Bad input to the generate and fit_preprocessor stages: one line, non-zero, nothing left."""
+"""Bad input to the stages: one line, non-zero, nothing left."""
 
 import subprocess
 import sys
@@ -61,3 +61,30 @@ def test_unreadable_params_file(tmp_path):
         text=True,
     )
     assert "params.yaml: not valid YAML" in _assert_one_line_error(proc, "generate")
+
+
+def _pretrain(params, tmp_path, *args):
+    names = {"out": "b.pt", "checkpoints": "ckpt", "log-dir": "log", "metrics": "m.json"}
+    paths = [f"--{k}={tmp_path / v}" for k, v in names.items()]
+    return run_stage("pretrain.py", params, tmp_path, "--data", str(tmp_path / "missing"), *paths,
+                     *args)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "edit, args, message",
+    [
+        (("mask_rate", 1.5), ("--backbone", "regression"), "'mask_rate' must be a number"),
+        (("model", {"variant": "gpt"}), ("--backbone", "regression"), "model.variant"),
+        (None, ("--backbone", "nonsense"), "'--backbone' must be one of"),
+        (None, ("--backbone", "kmeans"), "a tokenizer file is needed"),
+        (None, ("--backbone", "kmeans", "--tokenizer", "/nonexistent/k.pt"), "k.pt: k-means"),
+        (None, ("--backbone", "regression"), "missing/train.h5: file not found"),
+    ],
+)
+def test_pretrain_bad_input_leaves_nothing(tmp_path, params, edit, args, message):
+    if edit:
+        key, value = edit
+        params[key] = {**params[key], **value} if isinstance(value, dict) else value
+    proc = _pretrain(params, tmp_path, *args)
+    assert message in _assert_one_line_error(proc, "pretrain")
+    assert not (tmp_path / "b.pt").exists() and not (tmp_path / "m.json").exists()
