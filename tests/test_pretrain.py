@@ -87,7 +87,7 @@ def test_tiny_pretraining_run_lowers_the_loss_and_exports_a_backbone(jetclass, t
 
 def test_killed_pretraining_resumes_from_its_checkpoint(jetclass, tmp_path):
     root, params = jetclass
-    params = {**params, "pretrain": {**params["pretrain"], "steps": 400, "val_every_steps": 20}}
+    params = {**params, "pretrain": {**params["pretrain"], "steps": 120, "val_every_steps": 10}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     paths = _paths(tmp_path, "regression")
     cmd = [sys.executable, str(REPO / "stages/pretrain.py"), "--params",
@@ -98,14 +98,14 @@ def test_killed_pretraining_resumes_from_its_checkpoint(jetclass, tmp_path):
     last = paths["checkpoints"] / "last.ckpt"
     deadline = time.time() + 240
     while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(0.5)  # let the checkpoint file be complete
+        time.sleep(0.05)
+    time.sleep(0.3)  # let the checkpoint file be complete
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert last.exists() and not paths["out"].exists() and not paths["metrics"].exists()
     step_at_kill = torch.load(last, weights_only=False)["global_step"]
-    assert 0 < step_at_kill < 400
+    assert 0 < step_at_kill < 120
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming from" in done.stderr
-    assert json.loads(paths["metrics"].read_text())["steps"] == 400
+    assert json.loads(paths["metrics"].read_text())["steps"] == 120
