@@ -67,27 +67,17 @@ def _indices(loader) -> list[np.ndarray]:
 
 
 def test_epoch_covers_subset_once_and_reshuffles(converted):
-    ds = JetDataset(
-        converted / "jetclass/train.h5",
-        converted / "pre.joblib",
-        batch_size=50,
-        n_jets=400,
-        seed=3,
-        batches_per_read=2,
-    )
+    def subset(seed):
+        return JetDataset(converted / "jetclass/train.h5", converted / "pre.joblib",
+                          batch_size=50, n_jets=400, seed=seed, batches_per_read=2)  # fmt: skip
+
+    ds = subset(3)
     first, second = _indices(ds), _indices(ds)
     assert len(first) == len(ds) == 8
     a, b = np.concatenate(first), np.concatenate(second)
     assert len(np.unique(a)) == 400 and set(a) == set(b)  # same subset each epoch
     assert not np.array_equal(a, b)  # new order each epoch
-    other = JetDataset(
-        converted / "jetclass/train.h5",
-        converted / "pre.joblib",
-        batch_size=50,
-        n_jets=400,
-        seed=4,
-    )
-    assert set(np.concatenate(_indices(other))) != set(a)  # the seed changes the content
+    assert set(np.concatenate(_indices(subset(4)))) != set(a)  # the seed changes the content
 
 
 def test_loader_is_deterministic_and_workers_cover_everything(converted):

@@ -39,10 +39,6 @@ class Jets(Momenta):
     def mass(self) -> np.ndarray:
         return np.sqrt(np.maximum(self.e**2 - self.px**2 - self.py**2 - self.pz**2, 0.0))
 
-    def constituent_slices(self) -> np.ndarray:
-        """Start of each jet's constituents in `constituents`."""
-        return np.cumsum(self.n_constituents) - self.n_constituents
-
     def select(self, keep: np.ndarray) -> "Jets":
         """The jets where `keep` is True, with their constituents."""
         owner = np.repeat(np.arange(len(self.event)), self.n_constituents)
