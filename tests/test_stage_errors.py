@@ -88,3 +88,19 @@ def test_pretrain_bad_input_leaves_nothing(tmp_path, params, edit, args, message
     proc = _pretrain(params, tmp_path, *args)
     assert message in _assert_one_line_error(proc, "pretrain")
     assert not (tmp_path / "b.pt").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_fit_kmeans_missing_data_is_named(tmp_path, params):
+    import numpy as np
+    from sklearn.preprocessing import QuantileTransformer
+
+    from mpm.data.preprocess import save_preprocessor
+
+    pre = tmp_path / "pre.joblib"
+    save_preprocessor(QuantileTransformer(n_quantiles=10).fit(np.random.rand(50, 7)), pre)
+    out, metrics = tmp_path / "kmeans.pt", tmp_path / "kmeans.json"
+    proc = run_stage("fit_kmeans.py", params, tmp_path, "--data", str(tmp_path / "none"),
+                     "--preprocessor", str(pre), "--out", str(out),
+                     "--metrics", str(metrics))  # fmt: skip
+    assert "none/train.h5: file not found" in _assert_one_line_error(proc, "fit_kmeans")
+    assert not out.exists() and not metrics.exists()

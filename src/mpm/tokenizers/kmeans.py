@@ -8,13 +8,13 @@ in a torch file. Tokens are nearest-centroid indices.
 import logging
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from torch import nn
 
 from mpm.atomic import atomic_file
 from mpm.data import schema
+from mpm.data.h5io import open_jets
 from mpm.data.preprocess import load_preprocessor
 from mpm.errors import InputError
 
@@ -26,7 +26,7 @@ def training_points(train_h5: Path, preprocessor: Path, n_jets: int, seed: int) 
     """Preprocessed features [M, 7] of every constituent of the first `n_jets` jets (the file
     is shuffled at conversion, so the first jets are a random sample)."""
     pre = load_preprocessor(preprocessor)
-    with h5py.File(train_h5, "r") as f:
+    with open_jets(train_h5) as f:
         n = min(n_jets, len(f[schema.H5_LABELS]))
         csts, ids, mask = (
             f[k][:n] for k in (schema.H5_CONSTITUENTS, schema.H5_IDS, schema.H5_MASK)
