@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from mpm.cli import run_stage
+from mpm.errors import InputError
 from mpm.params import fraction, get, one_of, positive_float, positive_int
 from mpm.training.pretrain import BACKBONES, VARIANTS
 from mpm.training.run import pretrain
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoints", required=True, help="checkpoint folder (resumable)")
     parser.add_argument("--log-dir", required=True, help="training curves (metrics.csv)")
     parser.add_argument("--metrics", required=True, help="final losses and probe accuracy")
-    parser.add_argument("--tokenizer", help="tokenizer file of the token backbones (kmeans)")
+    parser.add_argument("--tokenizer", help="tokenizer file of the token backbones (kmeans, vqvae)")
 
 
 def _validate(params: dict) -> None:
@@ -31,6 +32,9 @@ def _validate(params: dict) -> None:
     for group in ("encoder", "decoder"):
         for key in ("dim", "depth", "heads"):
             positive_int(get(params, f"model.{group}.{key}"), f"model.{group}.{key}")
+        if get(params, f"model.{group}.dim") % get(params, f"model.{group}.heads"):
+            raise InputError(f"params: 'model.{group}.dim' must be divisible by "
+                             f"'model.{group}.heads'")  # fmt: skip
     positive_int(get(params, "model.encoder.registers"), "model.encoder.registers")
     for key in ("steps", "batch_size", "n_val_jets", "val_every_steps", "warmup_steps"):
         positive_int(get(params, f"pretrain.{key}"), f"pretrain.{key}")

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from mpm.errors import InputError
 from mpm.models.encoder import JetEncoder
 from mpm.models.layers import Attention, SwiGLU, Transformer
 from mpm.models.mae import MaskedAutoencoder
@@ -10,6 +11,7 @@ from mpm.models.masking import choose_dropped, compact, gather_rows
 from mpm.tasks.generative import ConditionalFlow, FlowMatching, time_embedding
 from mpm.tasks.reconstruction import ParticleID, Regression, TokenClassification
 from mpm.tokenizers.kmeans import KMeansTokenizer
+from mpm.tokenizers.vqvae import VQVAE, VQVAETokenizer, load_vqvae, save_vqvae
 
 
 def _batch(b=4, n=12, seed=0):
@@ -85,30 +87,31 @@ def _mae(seed=0):
                              max_constituents=30).eval()  # fmt: skip
 
 
-def test_mae_outputs_and_targets():
+def test_mae_decodes_the_dropped_constituents_in_their_order():
     model = _mae()
     csts, ids, mask = _batch()
     dropped = choose_dropped(mask, 0.4, torch.Generator().manual_seed(0))
-    decoded, targets = model(csts, ids, mask, dropped)
-    m = int(dropped.sum())
-    assert decoded.shape == (m, 16) and targets["csts"].shape == (m, 7)
-    # Targets are the dropped constituents, jet by jet in pT (input) order.
-    torch.testing.assert_close(targets["csts"], csts[dropped])
-    assert torch.equal(targets["ids"], ids[dropped])
+    decoded = model(csts, ids, mask, dropped)
+    assert decoded.shape == (int(dropped.sum()), 16)
+    # Output k belongs to csts[dropped][k]: the rows of jet j are the ones where
+    # dropped.nonzero() names jet j, and they equal the outputs of jet j passed alone.
+    jet_of_row = dropped.nonzero()[:, 0]
+    for j in range(len(mask)):
+        alone = model(csts[j : j + 1], ids[j : j + 1], mask[j : j + 1], dropped[j : j + 1])
+        torch.testing.assert_close(decoded[jet_of_row == j], alone, atol=1e-5, rtol=1e-4)
 
 
 def test_dropped_constituents_never_reach_the_encoder():
     model = _mae()
     csts, ids, mask = _batch()
     dropped = choose_dropped(mask, 0.5, torch.Generator().manual_seed(2))
-    decoded, _ = model(csts, ids, mask, dropped)
+    decoded = model(csts, ids, mask, dropped)
     changed = torch.where(dropped[..., None], torch.randn_like(csts) * 50, csts)
     other_ids = torch.where(dropped, (ids + 3) % 8, ids)
-    decoded_changed, _ = model(changed, other_ids, mask, dropped)
-    torch.testing.assert_close(decoded_changed, decoded)
+    torch.testing.assert_close(model(changed, other_ids, mask, dropped), decoded)
     # ... while the visible ones do.
     moved = torch.where((mask & ~dropped)[..., None], csts + 1, csts)
-    assert not torch.allclose(model(moved, ids, mask, dropped)[0], decoded)
+    assert not torch.allclose(model(moved, ids, mask, dropped), decoded)
 
 
 @pytest.mark.parametrize(
@@ -117,10 +120,11 @@ def test_dropped_constituents_never_reach_the_encoder():
         lambda: ParticleID(16),
         lambda: Regression(16),
         lambda: TokenClassification(16, KMeansTokenizer(torch.randn(32, 7).numpy()), 32),
+        lambda: TokenClassification(16, VQVAETokenizer(_vqvae(codebook_size=32)), 32),
         lambda: ConditionalFlow(16, blocks=2, hidden=16),
         lambda: FlowMatching(16, hidden=32),
     ],
-    ids=["id", "regression", "kmeans", "flow", "cfm"],
+    ids=["id", "regression", "kmeans", "vqvae", "flow", "cfm"],
 )
 def test_task_losses_fall_on_a_tiny_batch(make_task):
     torch.manual_seed(0)
@@ -131,9 +135,9 @@ def test_task_losses_fall_on_a_tiny_batch(make_task):
     opt = torch.optim.AdamW([*model.parameters(), *task.parameters()], lr=3e-3)
     losses = []
     for _ in range(60):
-        decoded, targets = model(csts, ids, mask, dropped)
+        decoded = model(csts, ids, mask, dropped)
         torch.manual_seed(1)  # the same noise every step (CFM): a loss that can fall
-        loss = task.loss(decoded, targets["csts"], targets["ids"])
+        loss = task.loss(decoded, {"csts": csts, "csts_id": ids, "mask": mask}, dropped)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -171,8 +175,64 @@ def test_bert_style_pass_sees_mask_tokens_not_dropped_features():
     model = BertStyleModel(enc, decoder_dim=16, max_constituents=30).eval()
     csts, ids, mask = _batch()
     dropped = choose_dropped(mask, 0.4, torch.Generator().manual_seed(0))
-    decoded, targets = model(csts, ids, mask, dropped)
+    decoded = model(csts, ids, mask, dropped)
     assert decoded.shape == (int(dropped.sum()), 16)
-    torch.testing.assert_close(targets["csts"], csts[dropped])
     changed = torch.where(dropped[..., None], torch.randn_like(csts), csts)
-    torch.testing.assert_close(model(changed, ids, mask, dropped)[0], decoded)
+    torch.testing.assert_close(model(changed, ids, mask, dropped), decoded)
+
+
+def _vqvae(codebook_size=16, seed=0):
+    torch.manual_seed(seed)
+    vqvae = VQVAE(dim=16, depth=1, heads=2, codebook_size=codebook_size, codebook_dim=4)
+    vqvae(*_batch(b=8, seed=seed)[::2])  # the first training pass initialises the codebook
+    return vqvae
+
+
+def test_kmeans_tokenizer_takes_whole_jets():
+    centroids = torch.randn(20, 7)
+    csts, _, mask = _batch()
+    tokens = KMeansTokenizer(centroids.numpy())(csts, mask)
+    assert tokens.shape == mask.shape
+    assert torch.equal(tokens[mask], torch.cdist(csts[mask], centroids).argmin(1))
+
+
+def test_vqvae_learns_and_its_tokens_are_in_range_and_need_context():
+    torch.manual_seed(0)
+    vqvae = VQVAE(dim=16, depth=1, heads=2, codebook_size=16, codebook_dim=4)
+    csts, _, mask = _batch(b=16, n=10)
+    opt = torch.optim.AdamW(vqvae.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        out = vqvae(csts, mask)
+        opt.zero_grad()
+        out["total"].backward()
+        opt.step()
+        losses.append(out["reconstruction"].item())
+    assert losses[-1] < 0.6 * losses[0]
+    tokenizer = VQVAETokenizer(vqvae).train()  # stays frozen in a training module
+    assert not tokenizer.vqvae.training
+    tokens = tokenizer(csts, mask)
+    assert tokens.shape == mask.shape and tokens.dtype == torch.long
+    assert tokens.min() >= 0 and tokens.max() < 16 and (tokens[~mask] == 0).all()
+    # A constituent's token depends on the rest of its jet (the tokenizer sees whole jets)...
+    others = torch.where(torch.arange(10)[None, :, None] > 0, csts * 3 + 1, csts)
+    assert not torch.equal(tokenizer(others, mask)[:, 0], tokens[:, 0])
+    # ... but not on the padding, and the codebook is frozen.
+    padded = torch.where(mask[..., None], csts, torch.randn_like(csts) * 10)
+    codebook = vqvae.quantizer.codebook.clone()
+    assert torch.equal(tokenizer(padded, mask), tokens)
+    assert torch.equal(vqvae.quantizer.codebook, codebook)
+
+
+def test_vqvae_file_roundtrip_and_bad_files(tmp_path):
+    vqvae = _vqvae().eval()
+    config = dict(dim=16, depth=1, heads=2, codebook_size=16, codebook_dim=4)
+    save_vqvae(vqvae, config, tmp_path / "vq.pt")
+    csts, _, mask = _batch()
+    loaded = load_vqvae(tmp_path / "vq.pt")
+    assert torch.equal(loaded.tokenize(csts, mask), vqvae.tokenize(csts, mask))
+    (tmp_path / "bad.pt").write_bytes(b"not a torch file")
+    with pytest.raises(InputError, match="bad.pt: not a VQ-VAE tokenizer file"):
+        load_vqvae(tmp_path / "bad.pt")
+    with pytest.raises(InputError, match="missing.pt: VQ-VAE tokenizer file not found"):
+        load_vqvae(tmp_path / "missing.pt")

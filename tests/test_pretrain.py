@@ -18,8 +18,10 @@ from mpm.data.preprocess import fit_preprocessor, save_preprocessor
 from mpm.errors import InputError
 from mpm.models.backbone import load_backbone, save_backbone
 from mpm.models.encoder import JetEncoder
+from mpm.training.fit import prepare_run_dir, run_fingerprint
 from mpm.training.run import pretrain
 from mpm.training.schedule import warmup_exponential
+from mpm.training.vqvae import train_vqvae
 
 
 def test_schedule_warms_up_then_halves_every_half_life():
@@ -109,3 +111,41 @@ def test_killed_pretraining_resumes_from_its_checkpoint(jetclass, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming from" in done.stderr
     assert json.loads(paths["metrics"].read_text())["steps"] == 120
+    # The curve spans the whole run, each step once: the rows before the kill are kept and
+    # those logged after the last checkpoint are not repeated.
+    steps = pd.read_csv(paths["log_dir"] / "metrics.csv").dropna(subset=["train/total"])["step"]
+    assert steps.is_unique and steps.is_monotonic_increasing
+    assert steps.min() < step_at_kill <= steps.max() and steps.max() >= 110
+
+
+def test_a_checkpoint_of_other_inputs_or_settings_is_not_resumed(tmp_path):
+    tokenizer = tmp_path / "tok.pt"
+    tokenizer.write_bytes(b"first")
+    run_dir = tmp_path / "run"
+    first = run_fingerprint({"lr": 1}, [tokenizer])
+    assert prepare_run_dir(run_dir, first) is None
+    (run_dir / "last.ckpt").write_bytes(b"checkpoint")
+    same = run_fingerprint({"lr": 1}, [tokenizer])
+    assert prepare_run_dir(run_dir, same) == run_dir / "last.ckpt"
+    tokenizer.write_bytes(b"second")  # e.g. a refitted tokenizer
+    assert prepare_run_dir(run_dir, run_fingerprint({"lr": 1}, [tokenizer])) is None
+    assert not (run_dir / "last.ckpt").exists()
+    assert run_fingerprint({"lr": 2}, [tokenizer]) != run_fingerprint({"lr": 1}, [tokenizer])
+
+
+def test_vqvae_tokenizer_trains_and_feeds_the_vqvae_backbone(jetclass, tmp_path):
+    root, params = jetclass
+    vq = {**params["tokenizers"]["vqvae"], "steps": 40, "val_every_steps": 20, "n_val_jets": 100}
+    params = {**params, "tokenizers": {**params["tokenizers"], "vqvae": vq},
+              "pretrain": {**params["pretrain"], "steps": 10, "val_every_steps": 10}}  # fmt: skip
+    paths = _paths(tmp_path, "vqvae_tokenizer")
+    summary = train_vqvae(params, root / "jetclass", root / "pre.joblib", **paths)
+    assert summary["steps"] == 40 and 0 < summary["final"]["val/codebook_usage"] <= 1
+    assert 1 <= summary["final"]["val/perplexity"] <= vq["codebook_size"]
+    curve = pd.read_csv(paths["log_dir"] / "metrics.csv")
+    reconstruction = curve["train/reconstruction"].dropna().to_numpy()
+    assert reconstruction[-2:].mean() < reconstruction[:2].mean()
+    backbone = _paths(tmp_path, "vqvae")
+    summary = pretrain("vqvae", params, root / "jetclass", root / "pre.joblib", **backbone,
+                       tokenizer=paths["out"])  # fmt: skip
+    assert summary["steps"] == 10 and math.isfinite(summary["final"]["train/vqvae"])

@@ -23,12 +23,11 @@ class BertStyleModel(nn.Module):
             nn.Linear(encoder.dim, decoder_dim), nn.GELU(), nn.Linear(decoder_dim, decoder_dim)
         )
 
-    def forward(self, csts, ids, mask, dropped) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, csts, ids, mask, dropped) -> torch.Tensor:
         """Same contract as `MaskedAutoencoder.forward`."""
         x = self.encoder.embed(csts, ids)
         x = torch.where(dropped[..., None], self.mask_embedding.to(x.dtype), x)
         encoded, _ = self.encoder.encode(x, mask)
         at_dropped = encoded[:, self.encoder.n_registers :][dropped]
         rank = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)[dropped]
-        decoded = self.head(at_dropped + self.positions(rank))
-        return decoded, {"csts": csts[dropped], "ids": ids[dropped]}
+        return self.head(at_dropped + self.positions(rank))

@@ -29,9 +29,9 @@ class MaskedAutoencoder(nn.Module):
         self.mask_tokens = nn.Parameter(torch.randn(max_constituents, decoder_dim) * 0.02)
         self.decoder = Transformer(decoder_dim, decoder_depth, decoder_heads)
 
-    def forward(self, csts, ids, mask, dropped) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Decoder outputs at the dropped constituents [M, decoder_dim] and their targets
-        {"csts": [M, 7], "ids": [M]}, M being the number of dropped constituents in the batch.
+    def forward(self, csts, ids, mask, dropped) -> torch.Tensor:
+        """Decoder outputs at the dropped constituents [M, decoder_dim], M being the number of
+        dropped constituents in the batch, in the order of `csts[dropped]`.
 
         `mask` [B, N] marks real constituents (pT-descending), `dropped` [B, N] the ones to
         reconstruct; only `mask & ~dropped` reach the encoder.
@@ -45,9 +45,5 @@ class MaskedAutoencoder(nn.Module):
         tokens = self.mask_tokens[:width].expand(b, -1, -1)
         x = torch.cat([self.to_decoder(encoded), tokens], dim=1)
         x = self.decoder(x, torch.cat([encoded_mask, dropped_mask], dim=1))
-        decoded = x[:, -width:][dropped_mask] if width else x.new_zeros(0, x.shape[-1])
-        targets = {
-            "csts": gather_rows(csts, dropped_index)[dropped_mask],
-            "ids": gather_rows(ids, dropped_index)[dropped_mask],
-        }
-        return decoded, targets
+        # compact() keeps each jet's order, so this is the order of csts[dropped].
+        return x[:, -width:][dropped_mask] if width else x.new_zeros(0, x.shape[-1])

@@ -33,8 +33,8 @@ class ConditionalFlow(ReconstructionTask):
         base = nf.distributions.DiagGaussian(N_FEATURES, trainable=False)
         self.flow = nf.ConditionalNormalizingFlow(base, flows)
 
-    def loss(self, decoded, csts, ids):
-        return -self.flow.log_prob(csts, context=decoded).mean()
+    def loss(self, decoded, batch, dropped):
+        return -self.flow.log_prob(batch["csts"][dropped], context=decoded).mean()
 
     @torch.no_grad()
     def sample(self, decoded: torch.Tensor) -> torch.Tensor:
@@ -69,7 +69,8 @@ class FlowMatching(ReconstructionTask):
     def velocity(self, x_t, decoded, t) -> torch.Tensor:
         return self.net(torch.cat([x_t, decoded, time_embedding(t, self.n_frequencies)], dim=1))
 
-    def loss(self, decoded, csts, ids):
+    def loss(self, decoded, batch, dropped):
+        csts = batch["csts"][dropped]
         t = torch.sigmoid(torch.randn(len(csts), device=csts.device, dtype=csts.dtype))
         eps = torch.randn_like(csts)
         x_t = (1 - t[:, None]) * csts + t[:, None] * eps

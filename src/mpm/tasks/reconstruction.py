@@ -1,7 +1,9 @@
 """Reconstruction tasks: a head on the decoder outputs of dropped constituents and a loss.
 
-Every task has the same interface, `loss(decoded [M, D], csts [M, 7], ids [M]) -> scalar`, so
-pre-training combines any of them by summing their weighted losses.
+Every task has the same interface, `loss(decoded [M, D], batch, dropped [B, N]) -> scalar`:
+`decoded` holds the decoder outputs of the M dropped constituents in the order of
+`batch["csts"][dropped]`, and `batch` the whole jets, so a task may derive its targets from
+the whole jet (a VQ-VAE tokenizer does). Pre-training sums the tasks' weighted losses.
 """
 
 import torch
@@ -19,7 +21,7 @@ class ReconstructionTask(nn.Module):
         super().__init__()
         self.weight = weight
 
-    def loss(self, decoded, csts, ids) -> torch.Tensor:
+    def loss(self, decoded: torch.Tensor, batch: dict, dropped: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -31,7 +33,8 @@ class ParticleID(ReconstructionTask):
         self.head = nn.Linear(dim, N_IDS)
         self.label_smoothing = label_smoothing
 
-    def loss(self, decoded, csts, ids):
+    def loss(self, decoded, batch, dropped):
+        ids = batch["csts_id"][dropped]
         return F.cross_entropy(self.head(decoded), ids, label_smoothing=self.label_smoothing)
 
 
@@ -42,20 +45,21 @@ class Regression(ReconstructionTask):
         super().__init__(weight)
         self.head = nn.Linear(dim, N_FEATURES)
 
-    def loss(self, decoded, csts, ids):
-        return F.l1_loss(self.head(decoded), csts)
+    def loss(self, decoded, batch, dropped):
+        return F.l1_loss(self.head(decoded), batch["csts"][dropped])
 
 
 class TokenClassification(ReconstructionTask):
-    """Linear head over K tokens, cross-entropy against the token of the true features; the
-    tokenizer maps [M, 7] features to [M] integer tokens (k-means, VQ-VAE)."""
+    """Linear head over K tokens, cross-entropy against the true constituent's token. The
+    tokenizer (k-means, VQ-VAE) maps whole jets, csts [B, N, 7] and mask [B, N], to tokens
+    [B, N], so a VQ-VAE sees every constituent of the jet, not only the visible ones."""
 
     def __init__(self, dim: int, tokenizer: nn.Module, n_tokens: int, weight: float = 1.0):
         super().__init__(weight)
         self.tokenizer = tokenizer.requires_grad_(False)
         self.head = nn.Linear(dim, n_tokens)
 
-    def loss(self, decoded, csts, ids):
+    def loss(self, decoded, batch, dropped):
         with torch.no_grad():
-            tokens = self.tokenizer(csts)
+            tokens = self.tokenizer(batch["csts"], batch["mask"])[dropped]
         return F.cross_entropy(self.head(decoded), tokens)

@@ -88,7 +88,8 @@ def load_centroids(path: str | Path) -> np.ndarray:
 
 
 class KMeansTokenizer(nn.Module):
-    """Nearest-centroid token of each feature vector [M, 7] -> [M]."""
+    """Nearest-centroid token of each constituent: csts [..., 7] -> tokens [...] (the mask
+    argument of the tokenizer interface is not needed: tokens are per constituent)."""
 
     def __init__(self, centroids: np.ndarray):
         super().__init__()
@@ -98,7 +99,7 @@ class KMeansTokenizer(nn.Module):
     def n_tokens(self) -> int:
         return len(self.centroids)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; |x|^2 does not change the argmin.
         scores = x.float() @ self.centroids.T - 0.5 * (self.centroids**2).sum(1)
-        return scores.argmax(1)
+        return scores.argmax(-1)

@@ -13,12 +13,13 @@ from mpm.models.masking import choose_dropped
 from mpm.tasks.generative import ConditionalFlow, FlowMatching
 from mpm.tasks.reconstruction import ParticleID, Regression, TokenClassification
 from mpm.tokenizers.kmeans import KMeansTokenizer, load_centroids
+from mpm.tokenizers.vqvae import VQVAETokenizer, load_vqvae
 from mpm.training.schedule import warmup_exponential
 
 # Backbones of the paper: each pairs one continuous-feature task with the ID task. Token
 # tasks need a fitted tokenizer (`tokenizer` path).
-CONTINUOUS_TASKS = ("regression", "kmeans", "flow", "cfm")
-TOKEN_TASKS = ("kmeans",)
+CONTINUOUS_TASKS = ("regression", "kmeans", "vqvae", "flow", "cfm")
+TOKEN_TASKS = ("kmeans", "vqvae")
 BACKBONES = (*CONTINUOUS_TASKS, "random")
 
 
@@ -33,9 +34,12 @@ def build_tasks(backbone: str, decoder_dim: int, cfg: dict, tokenizer: str | Non
     tasks = {"id": ParticleID(decoder_dim, id_cfg["weight"], id_cfg["label_smoothing"])}
     if backbone == "regression":
         tasks["regression"] = Regression(decoder_dim)
-    elif backbone == "kmeans":
-        kmeans = KMeansTokenizer(load_centroids(tokenizer))
-        tasks["kmeans"] = TokenClassification(decoder_dim, kmeans, kmeans.n_tokens)
+    elif backbone in TOKEN_TASKS:
+        if backbone == "kmeans":
+            tokens = KMeansTokenizer(load_centroids(tokenizer))
+        else:
+            tokens = VQVAETokenizer(load_vqvae(tokenizer))
+        tasks[backbone] = TokenClassification(decoder_dim, tokens, tokens.n_tokens)
     elif backbone == "flow":
         flow = cfg["tasks"]["flow"]
         tasks["flow"] = ConditionalFlow(decoder_dim, flow["blocks"], flow["hidden"], flow["bins"])
@@ -84,11 +88,8 @@ class PretrainModule(L.LightningModule):
 
     def _losses(self, batch: dict) -> dict[str, torch.Tensor]:
         dropped = choose_dropped(batch["mask"], self.mask_rate)
-        decoded, targets = self.model(batch["csts"], batch["csts_id"], batch["mask"], dropped)
-        losses = {
-            name: task.loss(decoded, targets["csts"], targets["ids"])
-            for name, task in self.tasks.items()
-        }
+        decoded = self.model(batch["csts"], batch["csts_id"], batch["mask"], dropped)
+        losses = {name: task.loss(decoded, batch, dropped) for name, task in self.tasks.items()}
         losses["total"] = sum(self.tasks[name].weight * loss for name, loss in losses.items())
         return losses
 
@@ -117,18 +118,3 @@ class PretrainModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
-
-
-def trainer_kwargs(trainer_cfg: dict) -> dict:
-    """Lightning Trainer settings from the `trainer` params group; precision `auto` is bf16
-    mixed on CUDA and fp32 elsewhere (bf16 autocast is far slower on CPUs)."""
-    precision = trainer_cfg["precision"]
-    if precision == "auto":
-        precision = "bf16-mixed" if torch.cuda.is_available() else "32-true"
-    return {
-        "accelerator": trainer_cfg["accelerator"],
-        "devices": trainer_cfg["devices"],
-        "num_nodes": trainer_cfg["num_nodes"],
-        "strategy": trainer_cfg["strategy"],
-        "precision": precision,
-    }

@@ -3,35 +3,20 @@ the backbone and its metrics."""
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 from mpm.atomic import atomic_file
 from mpm.data.loader import JetDataModule, JetDataset
 from mpm.models.backbone import save_backbone
 from mpm.models.encoder import JetEncoder
-from mpm.training.pretrain import PretrainModule, trainer_kwargs
+from mpm.training.fit import fit, prepare_run_dir, run_fingerprint
+from mpm.training.pretrain import PretrainModule
 from mpm.training.probe import linear_probe_accuracy
 
 log = logging.getLogger(__name__)
-
-
-def _fresh_checkpoint_dir(path: Path, fingerprint: dict) -> Path | None:
-    """The checkpoint to resume from if `path` holds one of the same configuration; otherwise
-    the folder is emptied (a run with other params must not resume a stale checkpoint)."""
-    stamp = path / "config.json"
-    last = path / "last.ckpt"
-    if stamp.is_file() and json.loads(stamp.read_text()) == fingerprint and last.is_file():
-        return last
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    stamp.write_text(json.dumps(fingerprint, indent=2))
-    return None
 
 
 def pretrain(
@@ -54,7 +39,7 @@ def pretrain(
     if backbone == "random":
         encoder = JetEncoder(**encoder_cfg)
         steps = 0
-        _fresh_checkpoint_dir(checkpoints, {"backbone": backbone})  # nothing to resume
+        prepare_run_dir(checkpoints, {"backbone": backbone})  # nothing to resume
     else:
         data = JetDataModule(
             data_dir, preprocessor, batch_size=cfg["batch_size"], n_train=cfg["n_train_jets"],
@@ -65,30 +50,14 @@ def pretrain(
             params["convert"]["jetclass"]["max_constituents"],
             None if tokenizer is None else str(tokenizer),
         )  # fmt: skip
-        fingerprint = {"backbone": backbone, "seed": seed, "mask_rate": params["mask_rate"],
-                       "model": params["model"], "pretrain": cfg}  # fmt: skip
-        resume = _fresh_checkpoint_dir(checkpoints, fingerprint)
-        if resume:
-            log.info("resuming from %s", resume)
-        shutil.rmtree(log_dir, ignore_errors=True)
-        trainer = L.Trainer(
-            **trainer_kwargs(params["trainer"]),
-            max_steps=cfg["steps"],
-            max_epochs=-1,
-            val_check_interval=cfg["val_every_steps"],
-            check_val_every_n_epoch=None,
-            gradient_clip_val=cfg["grad_clip"],
-            logger=CSVLogger(log_dir.parent, name=log_dir.name, version=""),
-            callbacks=[
-                ModelCheckpoint(
-                    checkpoints, save_last=True, every_n_train_steps=cfg["val_every_steps"]
-                )
-            ],
-            log_every_n_steps=10,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-        )
-        trainer.fit(module, datamodule=data, ckpt_path=resume)
+        config = {"backbone": backbone, "seed": seed, "mask_rate": params["mask_rate"],
+                  "model": params["model"], "pretrain": cfg}  # fmt: skip
+        inputs = [data_dir, preprocessor, *([tokenizer] if tokenizer else [])]
+        trainer = fit(
+            module, data, steps=cfg["steps"], val_every_steps=cfg["val_every_steps"],
+            grad_clip=cfg["grad_clip"], trainer_cfg=params["trainer"], run_dir=checkpoints,
+            fingerprint=run_fingerprint(config, inputs), log_dir=log_dir,
+        )  # fmt: skip
         encoder, steps = module.encoder, trainer.global_step
         summary["final"] = {k: round(float(v), 5) for k, v in trainer.callback_metrics.items()}
         summary["jets_per_s"] = round(steps * cfg["batch_size"] / (time.perf_counter() - tic), 1)

@@ -1,0 +1,132 @@
+"""A resumable Lightning fit shared by every training stage.
+
+Checkpoints and the CSV log live in one `persist` folder that DVC keeps between runs, so a
+killed stage resumes from its last checkpoint and its curve keeps the steps before the kill.
+The folder is stamped with the run's configuration, its input files and the library's code:
+a run with other settings, data or code starts afresh instead of resuming a stale checkpoint.
+The curve is copied to the stage's plots output at the end.
+"""
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+import mpm
+from mpm.atomic import atomic_file
+
+log = logging.getLogger(__name__)
+HASHED_BYTES = 64 << 20  # larger inputs are identified by size and mtime, not content
+
+
+def _file_id(path: Path) -> str:
+    stat = path.stat()
+    if stat.st_size > HASHED_BYTES:
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def run_fingerprint(config: dict, inputs: list[Path]) -> dict:
+    """What a resumable run must share with its checkpoint: the configuration, every input
+    file (folders: each file inside) and the source of the library."""
+    files = sorted(f for p in inputs for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    code = hashlib.sha1()
+    for source in sorted(Path(mpm.__file__).parent.rglob("*.py")):
+        code.update(source.read_bytes())
+    return {
+        "config": config,
+        "inputs": {str(f): _file_id(f) for f in files},
+        "code": code.hexdigest(),
+    }
+
+
+def trainer_kwargs(trainer_cfg: dict) -> dict:
+    """Lightning Trainer settings from the `trainer` params group; precision `auto` is bf16
+    mixed on CUDA and fp32 elsewhere (bf16 autocast is far slower on CPUs)."""
+    precision = trainer_cfg["precision"]
+    if precision == "auto":
+        precision = "bf16-mixed" if torch.cuda.is_available() else "32-true"
+    return {
+        "accelerator": trainer_cfg["accelerator"],
+        "devices": trainer_cfg["devices"],
+        "num_nodes": trainer_cfg["num_nodes"],
+        "strategy": trainer_cfg["strategy"],
+        "precision": precision,
+    }
+
+
+def prepare_run_dir(path: Path, fingerprint: dict) -> Path | None:
+    """The checkpoint to resume from if `path` holds one of the same configuration; otherwise
+    the folder is emptied (a run with other params must not resume a stale checkpoint)."""
+    stamp = path / "config.json"
+    last = path / "last.ckpt"
+    if stamp.is_file() and json.loads(stamp.read_text()) == fingerprint and last.is_file():
+        return last
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    stamp.write_text(json.dumps(fingerprint, indent=2))
+    return None
+
+
+def _set_aside_curve(log_dir: Path, step: int) -> None:
+    """Keep the curve logged before the checkpoint we resume from in `earlier.csv` (the CSV
+    logger deletes metrics.csv when it starts; rows after the checkpoint are logged again)."""
+    parts = [p for p in (log_dir / "earlier.csv", log_dir / "metrics.csv") if p.is_file()]
+    if not parts:
+        return
+    curve = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)
+    with atomic_file(log_dir / "earlier.csv") as tmp:
+        curve[curve["step"] < step].to_csv(tmp, index=False)
+    (log_dir / "metrics.csv").unlink(missing_ok=True)
+
+
+def _whole_curve(log_dir: Path) -> pd.DataFrame:
+    parts = [p for p in (log_dir / "earlier.csv", log_dir / "metrics.csv") if p.is_file()]
+    return pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)
+
+
+def fit(
+    module: L.LightningModule,
+    data: L.LightningDataModule,
+    *,
+    steps: int,
+    val_every_steps: int,
+    grad_clip: float | None,
+    trainer_cfg: dict,
+    run_dir: Path,
+    fingerprint: dict,
+    log_dir: Path,
+) -> L.Trainer:
+    """Train `module` for `steps` optimizer steps, resuming from `run_dir` when it holds a
+    checkpoint of the same `fingerprint`; the curve ends up in `log_dir/metrics.csv`."""
+    resume = prepare_run_dir(run_dir, fingerprint)
+    if resume:
+        step = torch.load(resume, map_location="cpu", weights_only=False)["global_step"]
+        log.info("resuming from %s (step %d)", resume, step)
+        _set_aside_curve(run_dir / "log", step)
+    trainer = L.Trainer(
+        **trainer_kwargs(trainer_cfg),
+        max_steps=steps,
+        max_epochs=-1,
+        val_check_interval=val_every_steps,
+        check_val_every_n_epoch=None,
+        gradient_clip_val=grad_clip,
+        # flushed at every checkpoint, so a resumed run keeps the curve up to its checkpoint
+        logger=CSVLogger(run_dir, name="log", version="", flush_logs_every_n_steps=val_every_steps),
+        callbacks=[ModelCheckpoint(run_dir, save_last=True, every_n_train_steps=val_every_steps)],
+        log_every_n_steps=10,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    if trainer.is_global_zero:  # the only rank that logs
+        with atomic_file(log_dir / "metrics.csv") as tmp:
+            _whole_curve(run_dir / "log").to_csv(tmp, index=False)
+    return trainer

@@ -1,0 +1,116 @@
+"""Training the VQ-VAE tokenizer with Lightning; the codebook usage on validation jets is
+reported because an unused codebook is the usual way a VQ-VAE fails."""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from mpm.atomic import atomic_file
+from mpm.data.loader import JetDataModule
+from mpm.tokenizers.vqvae import VQVAE, save_vqvae
+from mpm.training.fit import fit, run_fingerprint
+from mpm.training.schedule import warmup_exponential
+
+log = logging.getLogger(__name__)
+
+# params `tokenizers.vqvae` keys that build the model (the rest configure its training)
+MODEL_KEYS = ("dim", "depth", "heads", "codebook_size", "codebook_dim", "commitment_weight",
+              "ema_decay", "dead_code_threshold")  # fmt: skip
+
+
+def codebook_stats(counts: torch.Tensor) -> dict[str, float]:
+    """Share of codes used and the perplexity (effective number of codes) of a histogram."""
+    p = counts / counts.sum()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    usage = (counts > 0).float().mean()
+    return {"codebook_usage": float(usage), "perplexity": float(entropy.exp())}
+
+
+class VQVAEModule(L.LightningModule):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.cfg = cfg
+        self.vqvae = VQVAE(**{k: cfg[k] for k in MODEL_KEYS})
+        self.register_buffer("val_counts", torch.zeros(cfg["codebook_size"]), persistent=False)
+
+    def training_step(self, batch, batch_idx):
+        out = self.vqvae(batch["csts"], batch["mask"])
+        size = len(batch["labels"])
+        for name in ("reconstruction", "commitment", "total"):
+            self.log(f"train/{name}", out[name], prog_bar=name == "total", batch_size=size)
+        self.log("lr", self.lr_schedulers().get_last_lr()[0], batch_size=size)
+        return out["total"]
+
+    def on_validation_epoch_start(self):
+        self.val_counts.zero_()
+
+    def validation_step(self, batch, batch_idx):
+        out = self.vqvae(batch["csts"], batch["mask"])
+        size = len(batch["labels"])
+        for name in ("reconstruction", "commitment", "total"):
+            self.log(f"val/{name}", out[name], prog_bar=name == "total", batch_size=size)
+        self.val_counts += torch.bincount(out["codes"].flatten(), minlength=len(self.val_counts))
+
+    def on_validation_epoch_end(self):
+        counts = self.trainer.strategy.reduce(self.val_counts, reduce_op="sum")
+        for name, value in codebook_stats(counts).items():
+            self.log(f"val/{name}", value)
+
+    def configure_optimizers(self):
+        cfg = self.cfg
+        optimizer = torch.optim.AdamW(self.vqvae.parameters(), lr=cfg["lr"])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: warmup_exponential(step, cfg["warmup_steps"], cfg["half_life_steps"]),
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def train_vqvae(
+    params: dict,
+    data_dir: Path,
+    preprocessor: Path,
+    out: Path,
+    checkpoints: Path,
+    log_dir: Path,
+    metrics: Path,
+) -> dict:
+    """Train the VQ-VAE of `tokenizers.vqvae`, export it to `out` and its metrics."""
+    seed, cfg = params["seed"], params["tokenizers"]["vqvae"]
+    L.seed_everything(seed, workers=True, verbose=False)
+    tic = time.perf_counter()
+    data = JetDataModule(
+        data_dir, preprocessor, batch_size=cfg["batch_size"], n_train=cfg["n_train_jets"],
+        n_val=cfg["n_val_jets"], seed=seed, num_workers=params["loader"]["num_workers"],
+    )  # fmt: skip
+    module = VQVAEModule(cfg)
+    trainer = fit(
+        module, data, steps=cfg["steps"], val_every_steps=cfg["val_every_steps"],
+        grad_clip=cfg["grad_clip"], trainer_cfg=params["trainer"], run_dir=checkpoints,
+        fingerprint=run_fingerprint({"seed": seed, "vqvae": cfg}, [data_dir, preprocessor]),
+        log_dir=log_dir,
+    )  # fmt: skip
+    steps = trainer.global_step
+    summary = {
+        "codebook_size": cfg["codebook_size"],
+        "steps": steps,
+        "final": {k: round(float(v), 5) for k, v in trainer.callback_metrics.items()},
+        "jets_per_s": round(steps * cfg["batch_size"] / (time.perf_counter() - tic), 1),
+    }
+    save_vqvae(module.vqvae.cpu(), {k: cfg[k] for k in MODEL_KEYS}, out)
+    with atomic_file(metrics) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    final = summary["final"]
+    log.info("VQ-VAE: %d steps, validation reconstruction MSE %.4f, codebook usage %.1f%%, "
+             "perplexity %.0f", steps, final.get("val/reconstruction", float("nan")),
+             100 * final.get("val/codebook_usage", float("nan")),
+             final.get("val/perplexity", float("nan")))  # fmt: skip
+    return summary
