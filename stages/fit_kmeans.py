@@ -1,8 +1,8 @@
 """DVC stage `fit_kmeans`: the k-means tokenizer of the k-means backbone.
 
-Fits K centroids to the preprocessed features of every constituent of the first N JetClass
-training jets (faiss on CPU, torchpq on CUDA) and reports the quantisation error and the
-codebook usage on validation jets.
+Fits K centroids to the preprocessed features (the set of `model.encoder.features`) of every
+constituent of the first N JetClass training jets (faiss on CPU, torchpq on CUDA) and reports
+the quantisation error and the codebook usage on validation jets.
 """
 
 import argparse
@@ -16,6 +16,7 @@ import torch
 
 from mpm.atomic import atomic_file
 from mpm.cli import run_stage
+from mpm.models.encoder import FEATURE_SETS
 from mpm.params import get, one_of, positive_int
 from mpm.tokenizers.kmeans import (
     BACKENDS,
@@ -42,12 +43,14 @@ def body(params: dict, args: argparse.Namespace) -> None:
     iterations = positive_int(get(params, f"{name}.iterations"), f"{name}.iterations")
     backend = one_of(get(params, f"{name}.backend"), f"{name}.backend", BACKENDS)
     seed = get(params, "seed")
+    features = one_of(get(params, "model.encoder.features"), "model.encoder.features",
+                      FEATURE_SETS)  # fmt: skip
     data, pre = Path(args.data), Path(args.preprocessor)
-    points = training_points(data / "train.h5", pre, n_jets, seed)
+    points = training_points(data / "train.h5", pre, n_jets, seed, features)
     tic = time.perf_counter()
     centroids = fit_kmeans(points, k, iterations, seed, backend)
     fit_s = time.perf_counter() - tic
-    val = torch.from_numpy(training_points(data / "val.h5", pre, n_jets, seed + 1))
+    val = torch.from_numpy(training_points(data / "val.h5", pre, n_jets, seed + 1, features))
     tokens = KMeansTokenizer(centroids)(val)
     error = ((val - torch.from_numpy(centroids)[tokens]) ** 2).sum(1).mean()
     usage = len(np.unique(tokens.numpy())) / k

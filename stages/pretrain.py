@@ -10,7 +10,9 @@ from pathlib import Path
 
 from mpm.cli import run_stage
 from mpm.errors import InputError
-from mpm.params import fraction, get, one_of, positive_float, positive_int
+from mpm.models.encoder import FEATURE_SETS
+from mpm.models.layers import LAYERS
+from mpm.params import fraction, get, non_negative_int, one_of, positive_float, positive_int
 from mpm.training.pretrain import BACKBONES, VARIANTS
 from mpm.training.run import pretrain
 
@@ -35,7 +37,11 @@ def _validate(params: dict) -> None:
         if get(params, f"model.{group}.dim") % get(params, f"model.{group}.heads"):
             raise InputError(f"params: 'model.{group}.dim' must be divisible by "
                              f"'model.{group}.heads'")  # fmt: skip
-    positive_int(get(params, "model.encoder.registers"), "model.encoder.registers")
+    non_negative_int(get(params, "model.encoder.registers"), "model.encoder.registers")
+    one_of(get(params, "model.encoder.layer"), "model.encoder.layer", LAYERS)
+    one_of(get(params, "model.encoder.features"), "model.encoder.features", FEATURE_SETS)
+    one_of(get(params, "model.encoder.ids"), "model.encoder.ids", (True, False))
+    one_of(get(params, "trainer.compile"), "trainer.compile", (True, False))
     for key in ("steps", "batch_size", "n_val_jets", "val_every_steps", "warmup_steps"):
         positive_int(get(params, f"pretrain.{key}"), f"pretrain.{key}")
     positive_int(get(params, "pretrain.n_train_jets"), "pretrain.n_train_jets", allow_none=True)

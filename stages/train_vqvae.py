@@ -11,7 +11,8 @@ from pathlib import Path
 
 from mpm.cli import run_stage
 from mpm.errors import InputError
-from mpm.params import fraction, get, positive_float, positive_int
+from mpm.models.encoder import FEATURE_SETS
+from mpm.params import fraction, get, one_of, positive_float, positive_int
 from mpm.training.vqvae import train_vqvae
 
 GROUP = "tokenizers.vqvae"
@@ -34,6 +35,8 @@ def _validate(params: dict) -> None:
     for key in ("lr", "half_life_steps", "grad_clip", "commitment_weight", "dead_code_threshold"):
         positive_float(get(params, f"{GROUP}.{key}"), f"{GROUP}.{key}")
     fraction(get(params, f"{GROUP}.ema_decay"), f"{GROUP}.ema_decay")
+    one_of(get(params, "model.encoder.features"), "model.encoder.features", FEATURE_SETS)
+    one_of(get(params, "trainer.compile"), "trainer.compile", (True, False))
     if get(params, f"{GROUP}.dim") % get(params, f"{GROUP}.heads"):
         raise InputError(f"params: '{GROUP}.dim' must be divisible by '{GROUP}.heads'")
 

@@ -3,15 +3,19 @@
 import pytest
 import torch
 
+from conftest import REPO
 from mpm.errors import InputError
 from mpm.models.encoder import JetEncoder
 from mpm.models.layers import Attention, SwiGLU, Transformer
 from mpm.models.mae import MaskedAutoencoder
 from mpm.models.masking import choose_dropped, compact, gather_rows
+from mpm.params import load_params
 from mpm.tasks.generative import ConditionalFlow, FlowMatching, time_embedding
 from mpm.tasks.reconstruction import ParticleID, Regression, TokenClassification
 from mpm.tokenizers.kmeans import KMeansTokenizer
 from mpm.tokenizers.vqvae import VQVAE, VQVAETokenizer, load_vqvae, save_vqvae
+from mpm.training.ablation import TABLE1_ROWS, apply_overrides
+from mpm.training.pretrain import PretrainModule
 
 
 def _batch(b=4, n=12, seed=0):
@@ -147,7 +151,7 @@ def test_task_losses_fall_on_a_tiny_batch(make_task):
 
 
 @pytest.mark.parametrize(
-    "make_task", [lambda: ConditionalFlow(16, 2, 16), lambda: FlowMatching(16)]
+    "make_task", [lambda: ConditionalFlow(16, blocks=2, hidden=16), lambda: FlowMatching(16)]
 )
 def test_generative_heads_sample_finite_features(make_task):
     samples = make_task().sample(torch.randn(40, 16))
@@ -236,3 +240,37 @@ def test_vqvae_file_roundtrip_and_bad_files(tmp_path):
         load_vqvae(tmp_path / "bad.pt")
     with pytest.raises(InputError, match="missing.pt: VQ-VAE tokenizer file not found"):
         load_vqvae(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("row", range(len(TABLE1_ROWS)), ids=[r[0] for r in TABLE1_ROWS])
+def test_every_table1_row_is_a_params_setting_that_trains(row):
+    params = apply_overrides(load_params(REPO / "profiles" / "smoke.yaml"), TABLE1_ROWS[row][1])
+    module = PretrainModule("regression", params["model"], params["pretrain"],
+                            params["mask_rate"], max_constituents=30)  # fmt: skip
+    csts, ids, mask = _batch(b=8, n=12)
+    losses = module._losses({"csts": csts, "csts_id": ids, "mask": mask})
+    assert torch.isfinite(losses["total"])
+    losses["total"].backward()
+    encoder_cfg = params["model"]["encoder"]
+    assert ("id" in losses) == encoder_cfg["ids"]
+    # The encoder reads only its feature set (and IDs only if asked to).
+    encoder = module.encoder.eval()
+    out, _ = encoder(csts, ids, mask)
+    other = csts.clone()
+    other[..., 3:] += 1.0  # impact-parameter features
+    ignores_ips = torch.allclose(encoder(other, ids, mask)[0], out)
+    assert ignores_ips == (encoder_cfg["features"] == "kinematic")
+    ignores_ids = torch.allclose(encoder(csts, (ids + 1) % 8, mask)[0], out)
+    assert ignores_ids == (not encoder_cfg["ids"])
+    layer = type(encoder.transformer.layers[0]).__name__
+    assert (
+        layer
+        == {"prenorm": "TransformerLayer", "normformer": "NormFormerLayer"}[encoder_cfg["layer"]]
+    )
+
+
+def test_table1_rows_add_one_change_each():
+    settings = [dict(o.split("=") for o in overrides) for _, overrides in TABLE1_ROWS]
+    assert settings[0]["model.variant"] == "bert" and settings[-1] == {}
+    for before, after in zip(settings, settings[1:]):
+        assert set(after) < set(before)  # each row drops overrides, i.e. adopts MPMv2 parts

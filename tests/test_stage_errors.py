@@ -75,6 +75,43 @@ def _pretrain(params, tmp_path, *args):
     [
         (("mask_rate", 1.5), ("--backbone", "regression"), "'mask_rate' must be a number"),
         (("model", {"variant": "gpt"}), ("--backbone", "regression"), "model.variant"),
+        (
+            (
+                "model",
+                {
+                    "encoder": {
+                        "dim": 30,
+                        "depth": 1,
+                        "heads": 4,
+                        "registers": 0,
+                        "layer": "prenorm",
+                        "features": "all",
+                        "ids": True,
+                    }
+                },
+            ),
+            ("--backbone", "regression"),
+            "'model.encoder.dim' must be divisible",
+        ),
+        (
+            (
+                "model",
+                {
+                    "encoder": {
+                        "dim": 32,
+                        "depth": 1,
+                        "heads": 4,
+                        "registers": 0,
+                        "layer": "post",
+                        "features": "all",
+                        "ids": True,
+                    }
+                },
+            ),
+            ("--backbone", "regression"),
+            "'model.encoder.layer' must be one of",
+        ),
+        (None, ("--backbone", "vqvae", "--tokenizer", "/nonexistent/v.pt"), "v.pt: VQ-VAE"),
         (None, ("--backbone", "nonsense"), "'--backbone' must be one of"),
         (None, ("--backbone", "kmeans"), "a tokenizer file is needed"),
         (None, ("--backbone", "kmeans", "--tokenizer", "/nonexistent/k.pt"), "k.pt: k-means"),
@@ -103,4 +140,23 @@ def test_fit_kmeans_missing_data_is_named(tmp_path, params):
                      "--preprocessor", str(pre), "--out", str(out),
                      "--metrics", str(metrics))  # fmt: skip
     assert "none/train.h5: file not found" in _assert_one_line_error(proc, "fit_kmeans")
+    assert not out.exists() and not metrics.exists()
+
+
+@pytest.mark.parametrize(
+    "edit, data, message",
+    [
+        ({"codebook_size": 0}, "missing", "'tokenizers.vqvae.codebook_size' must be a positive"),
+        ({"ema_decay": 1.5}, "missing", "'tokenizers.vqvae.ema_decay' must be a number"),
+        ({}, "missing", "missing/train.h5: file not found"),
+    ],
+)
+def test_train_vqvae_bad_input_leaves_nothing(tmp_path, params, edit, data, message):
+    params["tokenizers"]["vqvae"].update(edit)
+    out, metrics = tmp_path / "vqvae.pt", tmp_path / "vqvae.json"
+    proc = run_stage("train_vqvae.py", params, tmp_path, "--data", str(tmp_path / data),
+                     "--out", str(out), "--metrics", str(metrics),
+                     "--checkpoints", str(tmp_path / "ckpt"),
+                     "--log-dir", str(tmp_path / "log"))  # fmt: skip
+    assert message in _assert_one_line_error(proc, "train_vqvae")
     assert not out.exists() and not metrics.exists()

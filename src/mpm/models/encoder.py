@@ -6,24 +6,38 @@ from torch import nn
 from mpm.data import schema
 from mpm.models.layers import Transformer
 
+# Continuous features the model sees and reconstructs (indices into schema.CONTINUOUS_FEATURES):
+# all 7, or MPMv1's kinematics (pT, d_eta, d_phi) for the Table 1 ablation.
+FEATURE_SETS = {"all": (0, 1, 2, 3, 4, 5, 6), "kinematic": (0, 1, 2)}
+
+
+def feature_index(features: str) -> list[int]:
+    if features not in FEATURE_SETS:
+        raise ValueError(f"feature set '{features}' is not one of {list(FEATURE_SETS)}")
+    return list(FEATURE_SETS[features])
+
 
 class JetEncoder(nn.Module):
-    """Embeds constituents (Linear on the 7 continuous features + Embedding of the 8 particle
-    IDs, summed), prepends learned registers and runs a pre-norm transformer. No positional
-    encoding: outputs are permutation equivariant in the constituents."""
+    """Embeds constituents (Linear on the continuous features of `features` + Embedding of the
+    8 particle IDs if `ids`, summed), prepends learned registers and runs a transformer of
+    `layer` type. No positional encoding: outputs are permutation equivariant in the
+    constituents. Inputs always carry all 7 features; the encoder picks its own."""
 
-    def __init__(self, dim: int, depth: int, heads: int, registers: int):
+    def __init__(self, dim: int, depth: int, heads: int, registers: int, layer: str = "prenorm",
+                 features: str = "all", ids: bool = True):  # fmt: skip
         super().__init__()
         self.dim = dim
         self.n_registers = registers
-        self.embed_features = nn.Linear(len(schema.CONTINUOUS_FEATURES), dim)
-        self.embed_ids = nn.Embedding(len(schema.PARTICLE_IDS), dim)
+        self.features = feature_index(features)
+        self.embed_features = nn.Linear(len(self.features), dim)
+        self.embed_ids = nn.Embedding(len(schema.PARTICLE_IDS), dim) if ids else None
         self.registers = nn.Parameter(torch.randn(registers, dim) * 0.02)
-        self.transformer = Transformer(dim, depth, heads)
+        self.transformer = Transformer(dim, depth, heads, layer=layer)
 
     def embed(self, csts: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """[B, N, 7], [B, N] -> constituent embeddings [B, N, dim]."""
-        return self.embed_features(csts) + self.embed_ids(ids)
+        x = self.embed_features(csts[..., self.features])
+        return x if self.embed_ids is None else x + self.embed_ids(ids)
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings [B, N, dim] -> (outputs [B, R + N, dim], mask [B, R + N]); the first R

@@ -1,4 +1,5 @@
-"""Transformer building blocks: pre-norm layers with SwiGLU, LayerScale and SDPA attention.
+"""Transformer building blocks: pre-norm layers with SwiGLU, LayerScale and SDPA attention
+(MPMv2), and the NormFormer layers of MPMv1 for the Table 1 ablation.
 
 Sets are batched as padded tensors [B, N, D] with a boolean `mask` [B, N] (True = real
 element). Inside a `Transformer` the real elements are packed into [T, D] (T = mask.sum()), so
@@ -96,13 +97,40 @@ class TransformerLayer(nn.Module):
         return tokens + self.scale_ff(self.ff(self.norm_ff(tokens)))
 
 
-class Transformer(nn.Module):
-    """A stack of pre-norm layers with a final LayerNorm, over padded sets [B, N, D]; padded
-    positions of the output are zero."""
+class NormFormerLayer(nn.Module):
+    """MPMv1's layer (NormFormer, Shleifer et al.): pre-norm attention with a LayerNorm on its
+    output, and a GELU feed-forward with a LayerNorm after the activation; no LayerScale."""
 
-    def __init__(self, dim: int, depth: int, heads: int, ff_mult: int = 2):
+    def __init__(self, dim: int, heads: int, ff_mult: int = 2):
         super().__init__()
-        self.layers = nn.ModuleList(TransformerLayer(dim, heads, ff_mult) for _ in range(depth))
+        self.norm_attn = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm_attn_out = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(
+            nn.LayerNorm(dim),
+            nn.Linear(dim, ff_mult * dim),
+            nn.GELU(),
+            nn.LayerNorm(ff_mult * dim),
+            nn.Linear(ff_mult * dim, dim),
+        )
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        tokens = tokens + self.norm_attn_out(self.attn.packed(self.norm_attn(tokens), mask))
+        return tokens + self.ff(tokens)
+
+
+LAYERS = {"prenorm": TransformerLayer, "normformer": NormFormerLayer}
+
+
+class Transformer(nn.Module):
+    """A stack of layers (`prenorm`: MPMv2's, `normformer`: MPMv1's) with a final LayerNorm,
+    over padded sets [B, N, D]; padded positions of the output are zero."""
+
+    def __init__(self, dim: int, depth: int, heads: int, ff_mult: int = 2, layer="prenorm"):
+        super().__init__()
+        if layer not in LAYERS:
+            raise ValueError(f"layer type '{layer}' is not one of {list(LAYERS)}")
+        self.layers = nn.ModuleList(LAYERS[layer](dim, heads, ff_mult) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

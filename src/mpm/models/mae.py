@@ -22,12 +22,13 @@ class MaskedAutoencoder(nn.Module):
         decoder_depth: int,
         decoder_heads: int,
         max_constituents: int,
+        layer: str = "prenorm",
     ):
         super().__init__()
         self.encoder = encoder
         self.to_decoder = nn.Linear(encoder.dim, decoder_dim)
         self.mask_tokens = nn.Parameter(torch.randn(max_constituents, decoder_dim) * 0.02)
-        self.decoder = Transformer(decoder_dim, decoder_depth, decoder_heads)
+        self.decoder = Transformer(decoder_dim, decoder_depth, decoder_heads, layer=layer)
 
     def forward(self, csts, ids, mask, dropped) -> torch.Tensor:
         """Decoder outputs at the dropped constituents [M, decoder_dim], M being the number of

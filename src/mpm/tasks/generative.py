@@ -15,12 +15,12 @@ class ConditionalFlow(ReconstructionTask):
     """Conditional normalizing flow (normflows): rational-quadratic-spline coupling blocks
     conditioned on d, alternating halves, with a standard normal base; maximum likelihood."""
 
-    def __init__(self, dim: int, blocks: int = 6, hidden: int = 128, bins: int = 8,
-                 tail_bound: float = 5.0, weight: float = 1.0):  # fmt: skip
+    def __init__(self, dim: int, n_features: int = N_FEATURES, blocks: int = 6, hidden: int = 128,
+                 bins: int = 8, tail_bound: float = 5.0, weight: float = 1.0):  # fmt: skip
         super().__init__(weight)
         flows = [
             nf.flows.CoupledRationalQuadraticSpline(
-                N_FEATURES,
+                n_features,
                 num_blocks=1,
                 num_hidden_channels=hidden,
                 num_context_channels=dim,
@@ -30,7 +30,7 @@ class ConditionalFlow(ReconstructionTask):
             )  # fmt: skip
             for i in range(blocks)
         ]
-        base = nf.distributions.DiagGaussian(N_FEATURES, trainable=False)
+        base = nf.distributions.DiagGaussian(n_features, trainable=False)
         self.flow = nf.ConditionalNormalizingFlow(base, flows)
 
     def loss(self, decoded, batch, dropped):
@@ -54,16 +54,16 @@ class FlowMatching(ReconstructionTask):
     an MLP on (x_t, d, embed(t)) regresses u = x - eps; sampling integrates from t = 1 (noise)
     to t = 0 with `steps` Euler steps of dx = -u dt."""
 
-    def __init__(self, dim: int, hidden: int = 256, n_frequencies: int = 8, steps: int = 50,
-                 weight: float = 1.0):  # fmt: skip
+    def __init__(self, dim: int, n_features: int = N_FEATURES, hidden: int = 256,
+                 n_frequencies: int = 8, steps: int = 50, weight: float = 1.0):  # fmt: skip
         super().__init__(weight)
-        self.n_frequencies, self.steps = n_frequencies, steps
+        self.n_features, self.n_frequencies, self.steps = n_features, n_frequencies, steps
         self.net = nn.Sequential(
-            nn.Linear(N_FEATURES + dim + 2 * n_frequencies, hidden),
+            nn.Linear(n_features + dim + 2 * n_frequencies, hidden),
             nn.SiLU(),
             nn.Linear(hidden, hidden),
             nn.SiLU(),
-            nn.Linear(hidden, N_FEATURES),
+            nn.Linear(hidden, n_features),
         )
 
     def velocity(self, x_t, decoded, t) -> torch.Tensor:
@@ -78,7 +78,7 @@ class FlowMatching(ReconstructionTask):
 
     @torch.no_grad()
     def sample(self, decoded: torch.Tensor) -> torch.Tensor:
-        x = torch.randn(len(decoded), N_FEATURES, device=decoded.device, dtype=decoded.dtype)
+        x = torch.randn(len(decoded), self.n_features, device=decoded.device, dtype=decoded.dtype)
         dt = 1.0 / self.steps
         for i in range(self.steps, 0, -1):
             t = torch.full((len(decoded),), i * dt, device=decoded.device, dtype=decoded.dtype)

@@ -3,7 +3,9 @@
 Every task has the same interface, `loss(decoded [M, D], batch, dropped [B, N]) -> scalar`:
 `decoded` holds the decoder outputs of the M dropped constituents in the order of
 `batch["csts"][dropped]`, and `batch` the whole jets, so a task may derive its targets from
-the whole jet (a VQ-VAE tokenizer does). Pre-training sums the tasks' weighted losses.
+the whole jet (a VQ-VAE tokenizer does). `batch["csts"]` holds the continuous features the
+model reconstructs (all 7, or a subset for the Table 1 ablation: `n_features`). Pre-training
+sums the tasks' weighted losses.
 """
 
 import torch
@@ -39,11 +41,11 @@ class ParticleID(ReconstructionTask):
 
 
 class Regression(ReconstructionTask):
-    """Linear head regressing the 7 preprocessed features, L1 loss."""
+    """Linear head regressing the preprocessed features, L1 loss."""
 
-    def __init__(self, dim: int, weight: float = 1.0):
+    def __init__(self, dim: int, n_features: int = N_FEATURES, weight: float = 1.0):
         super().__init__(weight)
-        self.head = nn.Linear(dim, N_FEATURES)
+        self.head = nn.Linear(dim, n_features)
 
     def loss(self, decoded, batch, dropped):
         return F.l1_loss(self.head(decoded), batch["csts"][dropped])

@@ -1,7 +1,8 @@
-"""K-means tokenizer of the 7 preprocessed constituent features.
+"""K-means tokenizer of the preprocessed continuous constituent features (all 7, or the
+feature set of `model.encoder.features`).
 
 Fitted with faiss on CPU or torchpq on CUDA (the paper's choice; it needs cupy, see
-requirements-gpu.txt); either way the artifact is the same: the centroids [K, 7] as float32
+requirements-gpu.txt); either way the artifact is the same: the centroids [K, F] as float32
 in a torch file. Tokens are nearest-centroid indices.
 """
 
@@ -17,21 +18,25 @@ from mpm.data import schema
 from mpm.data.h5io import open_jets
 from mpm.data.preprocess import load_preprocessor
 from mpm.errors import InputError
+from mpm.models.encoder import feature_index
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "faiss", "torchpq")
 
 
-def training_points(train_h5: Path, preprocessor: Path, n_jets: int, seed: int) -> np.ndarray:
-    """Preprocessed features [M, 7] of every constituent of the first `n_jets` jets (the file
-    is shuffled at conversion, so the first jets are a random sample)."""
+def training_points(
+    train_h5: Path, preprocessor: Path, n_jets: int, seed: int, features: str = "all"
+) -> np.ndarray:
+    """Preprocessed features [M, F] (the set `features`) of every constituent of the first
+    `n_jets` jets (the file is shuffled at conversion, so the first jets are a random sample)."""
     pre = load_preprocessor(preprocessor)
     with open_jets(train_h5) as f:
         n = min(n_jets, len(f[schema.H5_LABELS]))
         csts, ids, mask = (
             f[k][:n] for k in (schema.H5_CONSTITUENTS, schema.H5_IDS, schema.H5_MASK)
         )
-    return pre(csts, ids, mask, np.random.default_rng(seed))[mask]
+    points = pre(csts, ids, mask, np.random.default_rng(seed))[mask]
+    return points[:, feature_index(features)]
 
 
 def _fit_faiss(points: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
@@ -82,13 +87,13 @@ def load_centroids(path: str | Path) -> np.ndarray:
         centroids = blob["centroids"].numpy()
     except Exception:
         raise InputError(f"{path}: not a k-means tokenizer file") from None
-    if centroids.ndim != 2 or centroids.shape[1] != len(schema.CONTINUOUS_FEATURES):
-        raise InputError(f"{path}: centroids have shape {centroids.shape}, expected [K, 7]")
+    if centroids.ndim != 2 or centroids.shape[1] > len(schema.CONTINUOUS_FEATURES):
+        raise InputError(f"{path}: centroids have shape {centroids.shape}, expected [K, F<=7]")
     return centroids
 
 
 class KMeansTokenizer(nn.Module):
-    """Nearest-centroid token of each constituent: csts [..., 7] -> tokens [...] (the mask
+    """Nearest-centroid token of each constituent: csts [..., F] -> tokens [...] (the mask
     argument of the tokenizer interface is not needed: tokens are per constituent)."""
 
     def __init__(self, centroids: np.ndarray):
@@ -98,6 +103,10 @@ class KMeansTokenizer(nn.Module):
     @property
     def n_tokens(self) -> int:
         return len(self.centroids)
+
+    @property
+    def n_features(self) -> int:
+        return self.centroids.shape[1]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; |x|^2 does not change the argmin.

@@ -1,9 +1,10 @@
 """VQ-VAE tokenizer of jets (MPMv1's targets; paper section 4.1).
 
-A transformer encoder sees the whole jet (the 7 preprocessed continuous features of every
-constituent), projects each constituent to the codebook dimension and quantises it with
-vector-quantize-pytorch (cosine similarity, k-means initialisation, EMA codebook updates,
-dead-code replacement); a transformer decoder reconstructs the jet from the quantised set.
+A transformer encoder sees the whole jet (the preprocessed continuous features of every
+constituent: all 7, or the set of `model.encoder.features`), projects each constituent to the
+codebook dimension and quantises it with vector-quantize-pytorch (cosine similarity, k-means
+initialisation, EMA codebook updates, dead-code replacement); a transformer decoder
+reconstructs the jet from the quantised set.
 A constituent's token is its codebook index, computed with the whole jet as context.
 """
 
@@ -34,9 +35,11 @@ class VQVAE(nn.Module):
         commitment_weight: float = 0.25,
         ema_decay: float = 0.99,
         dead_code_threshold: float = 1.0,
+        n_features: int = N_FEATURES,
     ):
         super().__init__()
-        self.embed = nn.Linear(N_FEATURES, dim)
+        self.n_features = n_features
+        self.embed = nn.Linear(n_features, dim)
         self.encoder = Transformer(dim, depth, heads)
         self.to_code = nn.Linear(dim, codebook_dim)
         self.quantizer = VectorQuantize(
@@ -50,7 +53,7 @@ class VQVAE(nn.Module):
         )
         self.from_code = nn.Linear(codebook_dim, dim)
         self.decoder = Transformer(dim, depth, heads)
-        self.out = nn.Linear(dim, N_FEATURES)
+        self.out = nn.Linear(dim, n_features)
 
     @property
     def codebook_size(self) -> int:
@@ -64,7 +67,7 @@ class VQVAE(nn.Module):
         return quantized[0], codes[0], commitment.sum()
 
     def forward(self, csts, mask) -> dict[str, torch.Tensor]:
-        """Losses and codes of a batch: csts [B, N, 7], mask [B, N] -> {"reconstruction",
+        """Losses and codes of a batch: csts [B, N, n_features], mask [B, N] -> {"reconstruction",
         "commitment", "total", "codes" [M]}."""
         quantized, codes, commitment = self._quantize(csts, mask)
         hidden = self.from_code(quantized)
@@ -88,7 +91,7 @@ class VQVAE(nn.Module):
 
 
 class VQVAETokenizer(nn.Module):
-    """The tokenizer interface of the token tasks: csts [B, N, 7], mask [B, N] -> [B, N]."""
+    """The tokenizer interface of the token tasks: csts [B, N, F], mask [B, N] -> [B, N]."""
 
     def __init__(self, vqvae: VQVAE):
         super().__init__()
@@ -97,6 +100,10 @@ class VQVAETokenizer(nn.Module):
     @property
     def n_tokens(self) -> int:
         return self.vqvae.codebook_size
+
+    @property
+    def n_features(self) -> int:
+        return self.vqvae.n_features
 
     def train(self, mode: bool = True):
         return super().train(False)  # frozen: no EMA codebook updates, no dead-code resets

@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 import mpm
 from mpm.atomic import atomic_file
+from mpm.models.layers import LAYERS
 
 log = logging.getLogger(__name__)
 HASHED_BYTES = 64 << 20  # larger inputs are identified by size and mtime, not content
@@ -60,6 +61,15 @@ def trainer_kwargs(trainer_cfg: dict) -> dict:
         "strategy": trainer_cfg["strategy"],
         "precision": precision,
     }
+
+
+def compile_layers(module: torch.nn.Module) -> None:
+    """torch.compile every transformer layer in place (parameter names are unchanged, so
+    checkpoints and exported backbones are the same). Layers, not the whole step: masking and
+    packing have data-dependent shapes, and sets vary in size from batch to batch."""
+    for layer in module.modules():
+        if isinstance(layer, tuple(LAYERS.values())):
+            layer.compile(dynamic=True)
 
 
 def prepare_run_dir(path: Path, fingerprint: dict) -> Path | None:
@@ -125,6 +135,8 @@ def fit(
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
+    if trainer_cfg["compile"]:
+        compile_layers(module)
     trainer.fit(module, datamodule=data, ckpt_path=resume)
     if trainer.is_global_zero:  # the only rank that logs
         with atomic_file(log_dir / "metrics.csv") as tmp:

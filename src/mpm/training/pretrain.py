@@ -7,7 +7,7 @@ from torch import nn
 
 from mpm.errors import InputError
 from mpm.models.bert import BertStyleModel
-from mpm.models.encoder import JetEncoder
+from mpm.models.encoder import JetEncoder, feature_index
 from mpm.models.mae import MaskedAutoencoder
 from mpm.models.masking import choose_dropped
 from mpm.tasks.generative import ConditionalFlow, FlowMatching
@@ -23,29 +23,41 @@ TOKEN_TASKS = ("kmeans", "vqvae")
 BACKBONES = (*CONTINUOUS_TASKS, "random")
 
 
-def build_tasks(backbone: str, decoder_dim: int, cfg: dict, tokenizer: str | None) -> nn.ModuleDict:
-    """The reconstruction tasks of a backbone (`pretrain` params group `cfg`)."""
+def _tokenizer(backbone: str, path: str, n_features: int) -> nn.Module:
+    tokenizer = (KMeansTokenizer(load_centroids(path)) if backbone == "kmeans"
+                 else VQVAETokenizer(load_vqvae(path)))  # fmt: skip
+    if tokenizer.n_features != n_features:
+        raise InputError(f"{path}: tokenizer of {tokenizer.n_features} features, but "
+                         f"'model.encoder.features' gives {n_features}")  # fmt: skip
+    return tokenizer
+
+
+def build_tasks(backbone: str, model_cfg: dict, cfg: dict, tokenizer: str | None) -> nn.ModuleDict:
+    """The reconstruction tasks of a backbone (`pretrain` params group `cfg`): its continuous
+    task on the features of `model.encoder.features`, and the ID task if `model.encoder.ids`."""
     if backbone not in CONTINUOUS_TASKS:
         raise ValueError(f"no pre-training task for backbone '{backbone}'")
     if (backbone in TOKEN_TASKS) != (tokenizer is not None):
         raise InputError(f"backbone '{backbone}': a tokenizer file is needed for, and only for, "
                          f"{', '.join(TOKEN_TASKS)}")  # fmt: skip
-    id_cfg = cfg["id_task"]
-    tasks = {"id": ParticleID(decoder_dim, id_cfg["weight"], id_cfg["label_smoothing"])}
+    dim = model_cfg["decoder"]["dim"]
+    n_features = len(feature_index(model_cfg["encoder"]["features"]))
+    tasks = {}
+    if model_cfg["encoder"]["ids"]:
+        id_cfg = cfg["id_task"]
+        tasks["id"] = ParticleID(dim, id_cfg["weight"], id_cfg["label_smoothing"])
     if backbone == "regression":
-        tasks["regression"] = Regression(decoder_dim)
+        tasks["regression"] = Regression(dim, n_features)
     elif backbone in TOKEN_TASKS:
-        if backbone == "kmeans":
-            tokens = KMeansTokenizer(load_centroids(tokenizer))
-        else:
-            tokens = VQVAETokenizer(load_vqvae(tokenizer))
-        tasks[backbone] = TokenClassification(decoder_dim, tokens, tokens.n_tokens)
+        tokens = _tokenizer(backbone, tokenizer, n_features)
+        tasks[backbone] = TokenClassification(dim, tokens, tokens.n_tokens)
     elif backbone == "flow":
         flow = cfg["tasks"]["flow"]
-        tasks["flow"] = ConditionalFlow(decoder_dim, flow["blocks"], flow["hidden"], flow["bins"])
+        tasks["flow"] = ConditionalFlow(dim, n_features, flow["blocks"], flow["hidden"],
+                                        flow["bins"])  # fmt: skip
     elif backbone == "cfm":
         cfm = cfg["tasks"]["cfm"]
-        tasks["cfm"] = FlowMatching(decoder_dim, cfm["hidden"], steps=cfm["sample_steps"])
+        tasks["cfm"] = FlowMatching(dim, n_features, cfm["hidden"], steps=cfm["sample_steps"])
     return nn.ModuleDict(tasks)
 
 
@@ -58,8 +70,9 @@ def build_model(model_cfg: dict, max_constituents: int) -> nn.Module:
     decoder = model_cfg["decoder"]
     if model_cfg["variant"] == "mae":
         return MaskedAutoencoder(
-            encoder, decoder["dim"], decoder["depth"], decoder["heads"], max_constituents
-        )
+            encoder, decoder["dim"], decoder["depth"], decoder["heads"], max_constituents,
+            layer=model_cfg["encoder"]["layer"],
+        )  # fmt: skip
     if model_cfg["variant"] == "bert":
         return BertStyleModel(encoder, decoder["dim"], max_constituents)
     raise InputError(f"params: 'model.variant' must be one of {VARIANTS}")
@@ -78,7 +91,8 @@ class PretrainModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.model = build_model(model_cfg, max_constituents)
-        self.tasks = build_tasks(backbone, model_cfg["decoder"]["dim"], pretrain_cfg, tokenizer)
+        self.tasks = build_tasks(backbone, model_cfg, pretrain_cfg, tokenizer)
+        self.features = feature_index(model_cfg["encoder"]["features"])
         self.cfg = pretrain_cfg
         self.mask_rate = mask_rate
 
@@ -89,7 +103,8 @@ class PretrainModule(L.LightningModule):
     def _losses(self, batch: dict) -> dict[str, torch.Tensor]:
         dropped = choose_dropped(batch["mask"], self.mask_rate)
         decoded = self.model(batch["csts"], batch["csts_id"], batch["mask"], dropped)
-        losses = {name: task.loss(decoded, batch, dropped) for name, task in self.tasks.items()}
+        targets = {**batch, "csts": batch["csts"][..., self.features]}  # what is reconstructed
+        losses = {name: task.loss(decoded, targets, dropped) for name, task in self.tasks.items()}
         losses["total"] = sum(self.tasks[name].weight * loss for name, loss in losses.items())
         return losses
 

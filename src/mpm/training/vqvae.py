@@ -11,6 +11,7 @@ import torch
 
 from mpm.atomic import atomic_file
 from mpm.data.loader import JetDataModule
+from mpm.models.encoder import feature_index
 from mpm.tokenizers.vqvae import VQVAE, save_vqvae
 from mpm.training.fit import fit, run_fingerprint
 from mpm.training.schedule import warmup_exponential
@@ -30,16 +31,25 @@ def codebook_stats(counts: torch.Tensor) -> dict[str, float]:
     return {"codebook_usage": float(usage), "perplexity": float(entropy.exp())}
 
 
+def model_config(cfg: dict, features: str) -> dict:
+    """VQVAE keyword arguments from `tokenizers.vqvae` and `model.encoder.features`."""
+    return {**{k: cfg[k] for k in MODEL_KEYS}, "n_features": len(feature_index(features))}
+
+
 class VQVAEModule(L.LightningModule):
-    def __init__(self, cfg: dict):
+    """Trains on the feature set `features` (`model.encoder.features`): the one the
+    pre-trained model reconstructs."""
+
+    def __init__(self, cfg: dict, features: str):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.cfg = cfg
-        self.vqvae = VQVAE(**{k: cfg[k] for k in MODEL_KEYS})
+        self.features = feature_index(features)
+        self.vqvae = VQVAE(**model_config(cfg, features))
         self.register_buffer("val_counts", torch.zeros(cfg["codebook_size"]), persistent=False)
 
     def training_step(self, batch, batch_idx):
-        out = self.vqvae(batch["csts"], batch["mask"])
+        out = self.vqvae(batch["csts"][..., self.features], batch["mask"])
         size = len(batch["labels"])
         for name in ("reconstruction", "commitment", "total"):
             self.log(f"train/{name}", out[name], prog_bar=name == "total", batch_size=size)
@@ -50,10 +60,10 @@ class VQVAEModule(L.LightningModule):
         self.val_counts.zero_()
 
     def validation_step(self, batch, batch_idx):
-        out = self.vqvae(batch["csts"], batch["mask"])
-        size = len(batch["labels"])
-        for name in ("reconstruction", "commitment", "total"):
-            self.log(f"val/{name}", out[name], prog_bar=name == "total", batch_size=size)
+        out = self.vqvae(batch["csts"][..., self.features], batch["mask"])
+        # (the quantizer computes no commitment loss outside training)
+        self.log("val/reconstruction", out["reconstruction"], prog_bar=True,
+                 batch_size=len(batch["labels"]))  # fmt: skip
         self.val_counts += torch.bincount(out["codes"].flatten(), minlength=len(self.val_counts))
 
     def on_validation_epoch_end(self):
@@ -91,11 +101,13 @@ def train_vqvae(
         data_dir, preprocessor, batch_size=cfg["batch_size"], n_train=cfg["n_train_jets"],
         n_val=cfg["n_val_jets"], seed=seed, num_workers=params["loader"]["num_workers"],
     )  # fmt: skip
-    module = VQVAEModule(cfg)
+    features = params["model"]["encoder"]["features"]
+    module = VQVAEModule(cfg, features)
     trainer = fit(
         module, data, steps=cfg["steps"], val_every_steps=cfg["val_every_steps"],
         grad_clip=cfg["grad_clip"], trainer_cfg=params["trainer"], run_dir=checkpoints,
-        fingerprint=run_fingerprint({"seed": seed, "vqvae": cfg}, [data_dir, preprocessor]),
+        fingerprint=run_fingerprint({"seed": seed, "vqvae": cfg, "features": features},
+                                    [data_dir, preprocessor]),
         log_dir=log_dir,
     )  # fmt: skip
     steps = trainer.global_step
@@ -105,7 +117,7 @@ def train_vqvae(
         "final": {k: round(float(v), 5) for k, v in trainer.callback_metrics.items()},
         "jets_per_s": round(steps * cfg["batch_size"] / (time.perf_counter() - tic), 1),
     }
-    save_vqvae(module.vqvae.cpu(), {k: cfg[k] for k in MODEL_KEYS}, out)
+    save_vqvae(module.vqvae.cpu(), model_config(cfg, features), out)
     with atomic_file(metrics) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     final = summary["final"]
