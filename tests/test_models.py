@@ -274,3 +274,33 @@ def test_table1_rows_add_one_change_each():
     assert settings[0]["model.variant"] == "bert" and settings[-1] == {}
     for before, after in zip(settings, settings[1:]):
         assert set(after) < set(before)  # each row drops overrides, i.e. adopts MPMv2 parts
+
+
+def _torchpq_runs() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import torchpq  # noqa: F401
+    except Exception:  # not installed, or cupy without a matching CUDA
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _torchpq_runs(), reason="torchpq needs CUDA (requirements-gpu.txt)")
+def test_faiss_and_torchpq_fit_the_same_kmeans_on_toy_data():
+    from mpm.tokenizers.kmeans import fit_kmeans
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(8, 7, generator=g) * 10  # well separated: a unique optimum
+    points = (centres.repeat_interleave(500, 0) + torch.randn(4000, 7, generator=g)).numpy()
+    fits = [
+        torch.from_numpy(fit_kmeans(points, 8, 30, seed=0, backend=backend))
+        for backend in ("faiss", "torchpq")
+    ]
+    # The same centroids up to their order, hence the same tokens.
+    match = torch.cdist(fits[0], fits[1]).argmin(1)
+    assert sorted(match.tolist()) == list(range(8))
+    torch.testing.assert_close(fits[1][match], fits[0], atol=0.1, rtol=0)
+    x = torch.from_numpy(points)
+    tokens = [KMeansTokenizer(f.numpy())(x) for f in fits]
+    assert torch.equal(match[tokens[0]], tokens[1])

@@ -160,3 +160,12 @@ def test_train_vqvae_bad_input_leaves_nothing(tmp_path, params, edit, data, mess
                      "--log-dir", str(tmp_path / "log"))  # fmt: skip
     assert message in _assert_one_line_error(proc, "train_vqvae")
     assert not out.exists() and not metrics.exists()
+
+
+def test_plot_training_unreadable_curve_is_named(tmp_path, params):
+    (tmp_path / "bad.csv").write_text("loss\n1.0\n")
+    figure = tmp_path / "curves"
+    proc = run_stage("plot_training.py", params, tmp_path, "--figure", str(figure),
+                     "--curve", f"a={tmp_path / 'bad.csv'}")  # fmt: skip
+    assert "bad.csv: not a training curve" in _assert_one_line_error(proc, "plot_training")
+    assert not list(tmp_path.glob("curves*"))

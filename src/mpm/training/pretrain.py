@@ -14,7 +14,7 @@ from mpm.tasks.generative import ConditionalFlow, FlowMatching
 from mpm.tasks.reconstruction import ParticleID, Regression, TokenClassification
 from mpm.tokenizers.kmeans import KMeansTokenizer, load_centroids
 from mpm.tokenizers.vqvae import VQVAETokenizer, load_vqvae
-from mpm.training.schedule import warmup_exponential
+from mpm.training.schedule import adamw_warmup_exponential
 
 # Backbones of the paper: each pairs one continuous-feature task with the ID task. Token
 # tasks need a fitted tokenizer (`tokenizer` path).
@@ -122,14 +122,5 @@ class PretrainModule(L.LightningModule):
             self.log(f"val/{name}", loss, prog_bar=name == "total", batch_size=len(batch["labels"]))
 
     def configure_optimizers(self):
-        cfg = self.cfg
         params = [*self.model.parameters(), *self.tasks.parameters()]
-        optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda step: warmup_exponential(step, cfg["warmup_steps"], cfg["half_life_steps"]),
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return adamw_warmup_exponential(params, self.cfg, self.cfg["weight_decay"])

@@ -14,10 +14,11 @@ from mpm.data.loader import JetDataModule
 from mpm.models.encoder import feature_index
 from mpm.tokenizers.vqvae import VQVAE, save_vqvae
 from mpm.training.fit import fit, run_fingerprint
-from mpm.training.schedule import warmup_exponential
+from mpm.training.schedule import adamw_warmup_exponential
 
 log = logging.getLogger(__name__)
 
+WEIGHT_DECAY = 1e-2  # AdamW's usual default; the tokenizer is not part of the paper's recipe
 # params `tokenizers.vqvae` keys that build the model (the rest configure its training)
 MODEL_KEYS = ("dim", "depth", "heads", "codebook_size", "codebook_dim", "commitment_weight",
               "ema_decay", "dead_code_threshold")  # fmt: skip
@@ -72,16 +73,7 @@ class VQVAEModule(L.LightningModule):
             self.log(f"val/{name}", value)
 
     def configure_optimizers(self):
-        cfg = self.cfg
-        optimizer = torch.optim.AdamW(self.vqvae.parameters(), lr=cfg["lr"])
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda step: warmup_exponential(step, cfg["warmup_steps"], cfg["half_life_steps"]),
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return adamw_warmup_exponential(self.vqvae.parameters(), self.cfg, WEIGHT_DECAY)
 
 
 def train_vqvae(
