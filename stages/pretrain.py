@@ -47,6 +47,12 @@ def _validate(params: dict) -> None:
     positive_int(get(params, "pretrain.n_train_jets"), "pretrain.n_train_jets", allow_none=True)
     for key in ("lr", "weight_decay", "half_life_steps", "grad_clip"):
         positive_float(get(params, f"pretrain.{key}"), f"pretrain.{key}")
+    ssfm = "pretrain.tasks.ssfm"
+    low = fraction(get(params, f"{ssfm}.kept_fraction_min"), f"{ssfm}.kept_fraction_min")
+    high = fraction(get(params, f"{ssfm}.kept_fraction_max"), f"{ssfm}.kept_fraction_max", True)
+    if low > high:
+        raise InputError(f"params: '{ssfm}.kept_fraction_min' exceeds kept_fraction_max")
+    positive_int(get(params, f"{ssfm}.sample_steps"), f"{ssfm}.sample_steps")
 
 
 def body(params: dict, args: argparse.Namespace) -> None:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import REPO
 from mpm.errors import InputError
@@ -304,3 +305,93 @@ def test_faiss_and_torchpq_fit_the_same_kmeans_on_toy_data():
     x = torch.from_numpy(points)
     tokens = [KMeansTokenizer(f.numpy())(x) for f in fits]
     assert torch.equal(match[tokens[0]], tokens[1])
+
+
+def _ssfm(seed=0, ids=True):
+    from mpm.models.ssfm import SetToSetFlowMatching
+
+    torch.manual_seed(seed)
+    enc = JetEncoder(dim=32, depth=1, heads=4, registers=2, ids=ids)
+    model = SetToSetFlowMatching(enc, dim=16, depth=2, heads=2, ids=ids, sample_steps=8)
+    for p in model.parameters():  # leave the adaLN-Zero start, so every path is exercised
+        p.data += 0.05 * torch.randn_like(p)
+    return model.eval()
+
+
+def test_ssfm_shapes_and_dropped_features_never_reach_it():
+    model = _ssfm()
+    csts, ids, mask = _batch()
+    dropped = choose_dropped(mask, 0.5, torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    out = model(csts, ids, mask, dropped)
+    m = int(dropped.sum())
+    assert out["ssfm"].ndim == 0 and out["id_logits"].shape == (m, 8)
+    assert torch.equal(out["ids"], ids[dropped])
+    # The context is computed from the visible constituents alone.
+    context, _ = model.context(csts, ids, mask, dropped)
+    changed = torch.where(dropped[..., None], torch.randn_like(csts) * 50, csts)
+    other_ids = torch.where(dropped, (ids + 1) % 8, ids)
+    torch.testing.assert_close(model.context(changed, other_ids, mask, dropped)[0], context)
+
+
+def test_ssfm_decoder_is_permutation_equivariant_in_the_generated_set():
+    model = _ssfm()
+    csts, ids, mask = _batch()
+    dropped = choose_dropped(mask, 0.5, torch.Generator().manual_seed(0))
+    context, context_mask = model.context(csts, ids, mask, dropped)
+    _, set_mask = compact(dropped)
+    x_t = torch.randn(*set_mask.shape, 7)
+    t = torch.rand(len(x_t))
+    out = model.decode(x_t, set_mask, t, context, context_mask)
+    perm = torch.randperm(set_mask.shape[1])
+    out_p = model.decode(x_t[:, perm], set_mask[:, perm], t, context, context_mask)
+    real = set_mask[:, perm]
+    torch.testing.assert_close(out_p[real], out[:, perm][real], atol=1e-5, rtol=1e-4)
+    # ... and invariant to the order of the visible constituents.
+    vis = torch.randperm(context.shape[1] - 2) + 2  # registers stay first
+    order = torch.cat([torch.arange(2), vis])
+    out_v = model.decode(x_t, set_mask, t, context[:, order], context_mask[:, order])
+    torch.testing.assert_close(out_v[set_mask], out[set_mask], atol=1e-5, rtol=1e-4)
+
+
+def test_ssfm_loss_falls_on_a_tiny_batch():
+    model = _ssfm().train()
+    csts, ids, mask = _batch(b=8, n=10)
+    dropped = choose_dropped(mask, 0.5, torch.Generator().manual_seed(0))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        torch.manual_seed(1)  # the same t and noise every step: a loss that can fall
+        out = model(csts, ids, mask, dropped)
+        loss = out["ssfm"] + F.cross_entropy(out["id_logits"], out["ids"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("ids", [True, False])
+def test_ssfm_samples_the_dropped_set_and_whole_jets(ids):
+    model = _ssfm(ids=ids)
+    csts, id_in, mask = _batch()
+    dropped = choose_dropped(mask, 0.4, torch.Generator().manual_seed(0))
+    x, gen_ids, set_mask = model.sample(csts, id_in, mask, dropped)
+    assert torch.equal(set_mask.sum(1), dropped.sum(1)) and x.shape == (*set_mask.shape, 7)
+    assert torch.isfinite(x).all() and (x[~set_mask] == 0).all()
+    assert gen_ids.min() >= 0 and gen_ids.max() < 8
+    # D_f = 0: nothing visible, whole jets of the given multiplicities from the registers.
+    x, _, set_mask = model.sample(csts, id_in, mask, mask)
+    assert torch.equal(set_mask.sum(1), mask.sum(1)) and torch.isfinite(x).all()
+
+
+def test_ssfm_pretraining_module_draws_kept_fractions_in_training():
+    params = load_params(REPO / "profiles" / "smoke.yaml")
+    module = PretrainModule("ssfm", params["model"], params["pretrain"], params["mask_rate"],
+                            max_constituents=30)  # fmt: skip
+    csts, ids, mask = _batch(b=8, n=12)
+    batch = {"csts": csts, "csts_id": ids, "mask": mask}
+    losses = module.train()._losses(batch)
+    assert set(losses) == {"ssfm", "id", "total"} and torch.isfinite(losses["total"])
+    losses["total"].backward()
+    assert torch.isfinite(module.eval()._losses(batch)["total"])

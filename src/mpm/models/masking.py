@@ -3,11 +3,14 @@
 import torch
 
 
-def choose_dropped(mask: torch.Tensor, rate: float, generator=None) -> torch.Tensor:
-    """Drop round(rate * n) of each jet's n constituents uniformly at random (at least one is
-    kept). `mask` [B, N] marks real constituents; returns the dropped ones [B, N]."""
+def choose_dropped(
+    mask: torch.Tensor, rate: float | torch.Tensor, generator=None, min_kept: int = 1
+) -> torch.Tensor:
+    """Drop round(rate * n) of each jet's n constituents uniformly at random, keeping at least
+    `min_kept`. `mask` [B, N] marks real constituents; `rate` is one number or one per jet
+    [B]; returns the dropped ones [B, N]."""
     n = mask.sum(1)
-    n_drop = torch.minimum(torch.round(rate * n), n - 1).clamp(min=0)
+    n_drop = torch.minimum(torch.round(rate * n), n - min_kept).clamp(min=0)
     scores = torch.rand(mask.shape, generator=generator, device=mask.device)
     scores = scores.masked_fill(~mask, 2.0)  # padding ranks last
     ranks = scores.argsort(1).argsort(1)

@@ -3,6 +3,7 @@ warm-up and exponential decay, gradient clipping."""
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mpm.errors import InputError
@@ -10,6 +11,7 @@ from mpm.models.bert import BertStyleModel
 from mpm.models.encoder import JetEncoder, feature_index
 from mpm.models.mae import MaskedAutoencoder
 from mpm.models.masking import choose_dropped
+from mpm.models.ssfm import SetToSetFlowMatching
 from mpm.tasks.generative import ConditionalFlow, FlowMatching
 from mpm.tasks.reconstruction import ParticleID, Regression, TokenClassification
 from mpm.tokenizers.kmeans import KMeansTokenizer, load_centroids
@@ -20,7 +22,7 @@ from mpm.training.schedule import adamw_warmup_exponential
 # tasks need a fitted tokenizer (`tokenizer` path).
 CONTINUOUS_TASKS = ("regression", "kmeans", "vqvae", "flow", "cfm")
 TOKEN_TASKS = ("kmeans", "vqvae")
-BACKBONES = (*CONTINUOUS_TASKS, "random")
+BACKBONES = (*CONTINUOUS_TASKS, "ssfm", "random")
 
 
 def _tokenizer(backbone: str, path: str, n_features: int) -> nn.Module:
@@ -78,7 +80,23 @@ def build_model(model_cfg: dict, max_constituents: int) -> nn.Module:
     raise InputError(f"params: 'model.variant' must be one of {VARIANTS}")
 
 
+def build_ssfm(model_cfg: dict, cfg: dict) -> SetToSetFlowMatching:
+    """The SSFM pass: the MPMv2 encoder and a decoder of the same width and depth."""
+    decoder = model_cfg["decoder"]
+    if model_cfg["encoder"]["registers"] < 1:
+        raise InputError("params: the ssfm backbone needs 'model.encoder.registers' >= 1")
+    return SetToSetFlowMatching(
+        JetEncoder(**model_cfg["encoder"]), decoder["dim"], decoder["depth"], decoder["heads"],
+        ids=model_cfg["encoder"]["ids"], sample_steps=cfg["tasks"]["ssfm"]["sample_steps"],
+    )  # fmt: skip
+
+
 class PretrainModule(L.LightningModule):
+    """One backbone's pre-training. MPMv2 backbones drop `mask_rate` of each jet; SSFM keeps a
+    fraction of each jet drawn from U(kept_fraction_min, kept_fraction_max) in training (the
+    paper's D_f = M/N; 0 makes the decoder a whole-jet generator) and drops `mask_rate` in
+    validation, so its validation losses use the same masking as the others'."""
+
     def __init__(
         self,
         backbone: str,
@@ -90,8 +108,12 @@ class PretrainModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
-        self.model = build_model(model_cfg, max_constituents)
-        self.tasks = build_tasks(backbone, model_cfg, pretrain_cfg, tokenizer)
+        if backbone == "ssfm":
+            self.model = build_ssfm(model_cfg, pretrain_cfg)
+            self.tasks = nn.ModuleDict()
+        else:
+            self.model = build_model(model_cfg, max_constituents)
+            self.tasks = build_tasks(backbone, model_cfg, pretrain_cfg, tokenizer)
         self.features = feature_index(model_cfg["encoder"]["features"])
         self.cfg = pretrain_cfg
         self.mask_rate = mask_rate
@@ -100,7 +122,29 @@ class PretrainModule(L.LightningModule):
     def encoder(self) -> JetEncoder:
         return self.model.encoder
 
+    def _ssfm_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        mask = batch["mask"]
+        if self.training:
+            ssfm = self.cfg["tasks"]["ssfm"]
+            low, high = ssfm["kept_fraction_min"], ssfm["kept_fraction_max"]
+            kept = low + (high - low) * torch.rand(len(mask), device=mask.device)
+            dropped = choose_dropped(mask, 1 - kept, min_kept=0)
+        else:
+            dropped = choose_dropped(mask, self.mask_rate)
+        out = self.model(batch["csts"], batch["csts_id"], mask, dropped)
+        losses = {"ssfm": out["ssfm"]}
+        total = out["ssfm"]
+        if "id_logits" in out:
+            id_cfg = self.cfg["id_task"]
+            losses["id"] = F.cross_entropy(out["id_logits"], out["ids"],
+                                           label_smoothing=id_cfg["label_smoothing"])  # fmt: skip
+            total = total + id_cfg["weight"] * losses["id"]
+        losses["total"] = total
+        return losses
+
     def _losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        if isinstance(self.model, SetToSetFlowMatching):
+            return self._ssfm_losses(batch)
         dropped = choose_dropped(batch["mask"], self.mask_rate)
         decoded = self.model(batch["csts"], batch["csts_id"], batch["mask"], dropped)
         targets = {**batch, "csts": batch["csts"][..., self.features]}  # what is reconstructed
