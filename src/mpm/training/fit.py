@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import lightning as L
@@ -21,6 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 import mpm
 from mpm.atomic import atomic_file
+from mpm.data.loader import JetDataModule
 from mpm.models.layers import LAYERS
 
 log = logging.getLogger(__name__)
@@ -104,41 +106,57 @@ def _whole_curve(log_dir: Path) -> pd.DataFrame:
 
 def fit(
     module: L.LightningModule,
-    data: L.LightningDataModule,
+    cfg: dict,
+    params: dict,
+    data_dir: Path,
+    preprocessor: Path,
     *,
-    steps: int,
-    val_every_steps: int,
-    grad_clip: float | None,
-    trainer_cfg: dict,
     run_dir: Path,
-    fingerprint: dict,
     log_dir: Path,
-) -> L.Trainer:
-    """Train `module` for `steps` optimizer steps, resuming from `run_dir` when it holds a
-    checkpoint of the same `fingerprint`; the curve ends up in `log_dir/metrics.csv`."""
+    config: dict,
+    extra_inputs: tuple[Path, ...] = (),
+) -> dict:
+    """Train `module` on the converted jets in `data_dir` as the run's params group `cfg`
+    says (steps, batch_size, n_train_jets, n_val_jets, val_every_steps, grad_clip), resuming
+    from `run_dir` when it holds a checkpoint of the same `config`, inputs and code; the curve
+    ends up in `log_dir/metrics.csv`. Returns {"steps", "final" (last logged metrics),
+    "jets_per_s"}."""
+    tic = time.perf_counter()
+    data = JetDataModule(
+        data_dir, preprocessor, batch_size=cfg["batch_size"], n_train=cfg["n_train_jets"],
+        n_val=cfg["n_val_jets"], seed=params["seed"],
+        num_workers=params["loader"]["num_workers"],
+    )  # fmt: skip
+    fingerprint = run_fingerprint(config, [data_dir, preprocessor, *extra_inputs])
     resume = prepare_run_dir(run_dir, fingerprint)
     if resume:
         step = torch.load(resume, map_location="cpu", weights_only=False)["global_step"]
         log.info("resuming from %s (step %d)", resume, step)
         _set_aside_curve(run_dir / "log", step)
+    every = cfg["val_every_steps"]
     trainer = L.Trainer(
-        **trainer_kwargs(trainer_cfg),
-        max_steps=steps,
+        **trainer_kwargs(params["trainer"]),
+        max_steps=cfg["steps"],
         max_epochs=-1,
-        val_check_interval=val_every_steps,
+        val_check_interval=every,
         check_val_every_n_epoch=None,
-        gradient_clip_val=grad_clip,
+        gradient_clip_val=cfg["grad_clip"],
         # flushed at every checkpoint, so a resumed run keeps the curve up to its checkpoint
-        logger=CSVLogger(run_dir, name="log", version="", flush_logs_every_n_steps=val_every_steps),
-        callbacks=[ModelCheckpoint(run_dir, save_last=True, every_n_train_steps=val_every_steps)],
+        logger=CSVLogger(run_dir, name="log", version="", flush_logs_every_n_steps=every),
+        callbacks=[ModelCheckpoint(run_dir, save_last=True, every_n_train_steps=every)],
         log_every_n_steps=10,
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    if trainer_cfg["compile"]:
+    if params["trainer"]["compile"]:
         compile_layers(module)
     trainer.fit(module, datamodule=data, ckpt_path=resume)
     if trainer.is_global_zero:  # the only rank that logs
         with atomic_file(log_dir / "metrics.csv") as tmp:
             _whole_curve(run_dir / "log").to_csv(tmp, index=False)
-    return trainer
+    steps = trainer.global_step
+    return {
+        "steps": steps,
+        "final": {k: round(float(v), 5) for k, v in trainer.callback_metrics.items()},
+        "jets_per_s": round(steps * cfg["batch_size"] / (time.perf_counter() - tic), 1),
+    }

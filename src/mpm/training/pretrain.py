@@ -114,7 +114,6 @@ class PretrainModule(L.LightningModule):
         else:
             self.model = build_model(model_cfg, max_constituents)
             self.tasks = build_tasks(backbone, model_cfg, pretrain_cfg, tokenizer)
-        self.features = feature_index(model_cfg["encoder"]["features"])
         self.cfg = pretrain_cfg
         self.mask_rate = mask_rate
 
@@ -147,7 +146,8 @@ class PretrainModule(L.LightningModule):
             return self._ssfm_losses(batch)
         dropped = choose_dropped(batch["mask"], self.mask_rate)
         decoded = self.model(batch["csts"], batch["csts_id"], batch["mask"], dropped)
-        targets = {**batch, "csts": batch["csts"][..., self.features]}  # what is reconstructed
+        # what is reconstructed: the encoder's feature set
+        targets = {**batch, "csts": batch["csts"][..., self.encoder.features]}
         losses = {name: task.loss(decoded, targets, dropped) for name, task in self.tasks.items()}
         losses["total"] = sum(self.tasks[name].weight * loss for name, loss in losses.items())
         return losses

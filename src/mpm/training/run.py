@@ -3,16 +3,15 @@ the backbone and its metrics."""
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import lightning as L
 
 from mpm.atomic import atomic_file
-from mpm.data.loader import JetDataModule, JetDataset
+from mpm.data.loader import JetDataset
 from mpm.models.backbone import save_backbone
 from mpm.models.encoder import JetEncoder
-from mpm.training.fit import fit, prepare_run_dir, run_fingerprint
+from mpm.training.fit import fit, prepare_run_dir
 from mpm.training.pretrain import PretrainModule
 from mpm.training.probe import linear_probe_accuracy
 
@@ -35,16 +34,11 @@ def pretrain(
     encoder_cfg = params["model"]["encoder"]
     L.seed_everything(seed, workers=True, verbose=False)
     summary: dict = {"backbone": backbone}
-    tic = time.perf_counter()
     if backbone == "random":
         encoder = JetEncoder(**encoder_cfg)
-        steps = 0
+        summary["steps"] = 0
         prepare_run_dir(checkpoints, {"backbone": backbone})  # nothing to resume
     else:
-        data = JetDataModule(
-            data_dir, preprocessor, batch_size=cfg["batch_size"], n_train=cfg["n_train_jets"],
-            n_val=cfg["n_val_jets"], seed=seed, num_workers=params["loader"]["num_workers"],
-        )  # fmt: skip
         module = PretrainModule(
             backbone, params["model"], cfg, params["mask_rate"],
             params["convert"]["jetclass"]["max_constituents"],
@@ -52,16 +46,11 @@ def pretrain(
         )  # fmt: skip
         config = {"backbone": backbone, "seed": seed, "mask_rate": params["mask_rate"],
                   "model": params["model"], "pretrain": cfg}  # fmt: skip
-        inputs = [data_dir, preprocessor, *([tokenizer] if tokenizer else [])]
-        trainer = fit(
-            module, data, steps=cfg["steps"], val_every_steps=cfg["val_every_steps"],
-            grad_clip=cfg["grad_clip"], trainer_cfg=params["trainer"], run_dir=checkpoints,
-            fingerprint=run_fingerprint(config, inputs), log_dir=log_dir,
+        summary |= fit(
+            module, cfg, params, data_dir, preprocessor, run_dir=checkpoints, log_dir=log_dir,
+            config=config, extra_inputs=(tokenizer,) if tokenizer else (),
         )  # fmt: skip
-        encoder, steps = module.encoder, trainer.global_step
-        summary["final"] = {k: round(float(v), 5) for k, v in trainer.callback_metrics.items()}
-        summary["jets_per_s"] = round(steps * cfg["batch_size"] / (time.perf_counter() - tic), 1)
-    summary["steps"] = steps
+        encoder = module.encoder
     probe = params["pretrain"]["probe_jets"]
     kwargs = dict(preprocessor_path=preprocessor, batch_size=500, seed=seed, shuffle=False)
     summary["linear_probe_accuracy"] = round(
@@ -72,6 +61,7 @@ def pretrain(
         ),
         4,
     )
+    steps = summary["steps"]
     save_backbone(encoder, encoder_cfg, {"backbone": backbone, "steps": steps}, out)
     with atomic_file(metrics) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")

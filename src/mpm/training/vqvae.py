@@ -3,17 +3,15 @@ reported because an unused codebook is the usual way a VQ-VAE fails."""
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import lightning as L
 import torch
 
 from mpm.atomic import atomic_file
-from mpm.data.loader import JetDataModule
 from mpm.models.encoder import feature_index
 from mpm.tokenizers.vqvae import VQVAE, save_vqvae
-from mpm.training.fit import fit, run_fingerprint
+from mpm.training.fit import fit
 from mpm.training.schedule import adamw_warmup_exponential
 
 log = logging.getLogger(__name__)
@@ -88,33 +86,18 @@ def train_vqvae(
     """Train the VQ-VAE of `tokenizers.vqvae`, export it to `out` and its metrics."""
     seed, cfg = params["seed"], params["tokenizers"]["vqvae"]
     L.seed_everything(seed, workers=True, verbose=False)
-    tic = time.perf_counter()
-    data = JetDataModule(
-        data_dir, preprocessor, batch_size=cfg["batch_size"], n_train=cfg["n_train_jets"],
-        n_val=cfg["n_val_jets"], seed=seed, num_workers=params["loader"]["num_workers"],
-    )  # fmt: skip
     features = params["model"]["encoder"]["features"]
     module = VQVAEModule(cfg, features)
-    trainer = fit(
-        module, data, steps=cfg["steps"], val_every_steps=cfg["val_every_steps"],
-        grad_clip=cfg["grad_clip"], trainer_cfg=params["trainer"], run_dir=checkpoints,
-        fingerprint=run_fingerprint({"seed": seed, "vqvae": cfg, "features": features},
-                                    [data_dir, preprocessor]),
-        log_dir=log_dir,
+    summary = {"codebook_size": cfg["codebook_size"]} | fit(
+        module, cfg, params, data_dir, preprocessor, run_dir=checkpoints, log_dir=log_dir,
+        config={"seed": seed, "vqvae": cfg, "features": features},
     )  # fmt: skip
-    steps = trainer.global_step
-    summary = {
-        "codebook_size": cfg["codebook_size"],
-        "steps": steps,
-        "final": {k: round(float(v), 5) for k, v in trainer.callback_metrics.items()},
-        "jets_per_s": round(steps * cfg["batch_size"] / (time.perf_counter() - tic), 1),
-    }
     save_vqvae(module.vqvae.cpu(), model_config(cfg, features), out)
     with atomic_file(metrics) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     final = summary["final"]
     log.info("VQ-VAE: %d steps, validation reconstruction MSE %.4f, codebook usage %.1f%%, "
-             "perplexity %.0f", steps, final.get("val/reconstruction", float("nan")),
+             "perplexity %.0f", summary["steps"], final.get("val/reconstruction", float("nan")),
              100 * final.get("val/codebook_usage", float("nan")),
              final.get("val/perplexity", float("nan")))  # fmt: skip
     return summary
