@@ -8,13 +8,13 @@ whichever data the profile converted (generated or real).
 import argparse
 import json
 import logging
-from pathlib import Path
 
 from mpm.atomic import atomic_file
 from mpm.cli import run_stage
 from mpm.data.sanity import btag_arrays, jetclass_arrays, summarise
 from mpm.params import get, positive_int
 from mpm.plotting.data_sanity import draw
+from mpm.plotting.style import save_figure
 
 log = logging.getLogger("data_sanity")
 
@@ -45,10 +45,8 @@ def body(params: dict, args: argparse.Namespace) -> None:
             values["d0_significance_tail"],
             values["mean_secondary_vertices"],
         )
-    fig, paths = draw(jetclass, btag, get(params, "data.source"), Path(args.figure))
-    for path in paths:
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, format=path.suffix[1:], dpi=100)
+    fig = draw(jetclass, btag, get(params, "data.source"))
+    paths = save_figure(fig, args.figure, dpi=100)
     with atomic_file(args.metrics) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     log.info("figure written to %s", ", ".join(map(str, paths)))

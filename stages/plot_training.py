@@ -6,13 +6,12 @@ training and validation, in one figure.
 
 import argparse
 import logging
-from pathlib import Path
 
 import pandas as pd
 
-from mpm.atomic import atomic_file
 from mpm.cli import run_stage
 from mpm.errors import InputError
+from mpm.plotting.style import save_figure
 from mpm.plotting.training_curves import draw
 
 log = logging.getLogger("plot_training")
@@ -39,10 +38,7 @@ def _read(spec: str) -> tuple[str, pd.DataFrame]:
 
 def body(params: dict, args: argparse.Namespace) -> None:
     curves = dict(_read(spec) for spec in args.curve)
-    fig = draw(curves)
-    for suffix in ("pdf", "png"):
-        with atomic_file(Path(f"{args.figure}.{suffix}")) as tmp:
-            fig.savefig(tmp, format=suffix, dpi=90)
+    save_figure(draw(curves), args.figure)
     log.info("drew %d training curves to %s.{pdf,png}", len(curves), args.figure)
 
 

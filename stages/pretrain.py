@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="data/processed/jetclass", help="converted JetClass")
     parser.add_argument("--preprocessor", default="data/preprocessor/quantile.joblib")
     parser.add_argument("--out", required=True, help="backbone artifact (.pt)")
+    parser.add_argument("--model-out", help="whole pre-training model (.pt; not for random)")
     parser.add_argument("--checkpoints", required=True, help="checkpoint folder (resumable)")
     parser.add_argument("--log-dir", required=True, help="training curves (metrics.csv)")
     parser.add_argument("--metrics", required=True, help="final losses and probe accuracy")
@@ -58,6 +59,8 @@ def _validate(params: dict) -> None:
 def body(params: dict, args: argparse.Namespace) -> None:
     backbone = one_of(args.backbone, "--backbone", BACKBONES)
     _validate(params)
+    if backbone == "random" and args.model_out:
+        raise InputError("--model-out: the random backbone has no pre-training model")
     pretrain(
         backbone,
         params,
@@ -68,6 +71,7 @@ def body(params: dict, args: argparse.Namespace) -> None:
         Path(args.log_dir),
         Path(args.metrics),
         None if args.tokenizer is None else Path(args.tokenizer),
+        None if args.model_out is None else Path(args.model_out),
     )
 
 

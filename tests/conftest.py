@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
+from mpm.data.convert import convert_dataset
+from mpm.data.preprocess import fit_preprocessor, save_preprocessor
 from mpm.data.root_io import write_btag, write_jetclass
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,4 +213,20 @@ def generated(tmp_path_factory) -> tuple[Path, dict]:
     params = generation_params((60, 20, 40), (60, 20, 40))
     root = tmp_path_factory.mktemp("generated")
     generate(root, validated_config(params), params["seed"], 1e-6)
+    return root, params
+
+
+@pytest.fixture(scope="session")
+def jetclass(tmp_path_factory, generated):
+    """Converted JetClass files of `generated` and a preprocessor fitted on them, with params
+    for tiny training runs."""
+    raw, params = generated
+    params = {**params, "loader": {"num_workers": 0}}
+    params["pretrain"] = {**params["pretrain"], "n_val_jets": 100,
+                          "probe_jets": {"train": 100, "test": 200}}  # fmt: skip
+    root = tmp_path_factory.mktemp("pretrain_data")
+    convert_dataset(params, "jetclass", raw, root / "jetclass")
+    save_preprocessor(
+        fit_preprocessor(root / "jetclass/train.h5", 600, 100, 100_000, 0), root / "pre.joblib"
+    )
     return root, params

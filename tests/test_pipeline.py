@@ -95,9 +95,12 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
     assert "train/total" in _run(["dvc", "plots", "show", "--json"], repo, env)
     assert "val/codebook_usage" in metrics  # the VQ-VAE tokenizer
     assert (repo / "results/figures/training_curves.png").stat().st_size > 10_000
+    assert "w1_jet_mass_gev_real_vs_real" in metrics and "ssfm_generation" in metrics
+    for figure in ("reconstruction", "ssfm_generation"):
+        assert (repo / f"results/figures/{figure}.png").stat().st_size > 10_000
 
     # `dvc exp run -S mask_rate=...` re-runs exactly the stages that use the mask rate, and
-    # those that read their outputs (the training-curve figure).
+    # those that read their outputs (the training curves and the reconstructions).
     experiment = _run(["dvc", "exp", "run", "-S", "mask_rate=0.3"], repo, env)
     ran = set(re.findall(r"Running stage '([^']+)'", experiment))
     uses_mask_rate = {
@@ -106,4 +109,4 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
         if "mask_rate" in stage.get("params", {}).get("params.yaml", {})
     }
     assert uses_mask_rate == {n for n in lock if n.startswith("pretrain")}
-    assert ran == uses_mask_rate | {"plot_training"}, ran
+    assert ran == uses_mask_rate | {"plot_training", "reconstruct"}, ran

@@ -13,8 +13,6 @@ import torch
 import yaml
 
 from conftest import REPO
-from mpm.data.convert import convert_dataset
-from mpm.data.preprocess import fit_preprocessor, save_preprocessor
 from mpm.errors import InputError
 from mpm.models.backbone import load_backbone, save_backbone
 from mpm.models.encoder import JetEncoder
@@ -45,20 +43,6 @@ def test_backbone_round_trip_and_errors(tmp_path):
     (tmp_path / "junk.pt").write_text("junk")
     with pytest.raises(InputError, match="junk.pt: not a readable backbone file"):
         load_backbone(tmp_path / "junk.pt")
-
-
-@pytest.fixture(scope="module")
-def jetclass(tmp_path_factory, generated):
-    raw, params = generated
-    params = {**params, "loader": {"num_workers": 0}}
-    params["pretrain"] = {**params["pretrain"], "n_val_jets": 100,
-                          "probe_jets": {"train": 100, "test": 200}}  # fmt: skip
-    root = tmp_path_factory.mktemp("pretrain_data")
-    convert_dataset(params, "jetclass", raw, root / "jetclass")
-    save_preprocessor(
-        fit_preprocessor(root / "jetclass/train.h5", 600, 100, 100_000, 0), root / "pre.joblib"
-    )
-    return root, params
 
 
 def _paths(tmp_path, name):

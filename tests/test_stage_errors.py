@@ -169,3 +169,22 @@ def test_plot_training_unreadable_curve_is_named(tmp_path, params):
                      "--curve", f"a={tmp_path / 'bad.csv'}")  # fmt: skip
     assert "bad.csv: not a training curve" in _assert_one_line_error(proc, "plot_training")
     assert not list(tmp_path.glob("curves*"))
+
+
+@pytest.mark.parametrize(
+    "edit, model, message",
+    [
+        ({}, "ssfm={missing}", "missing.pt: pre-trained model file not found"),
+        ({}, "ssfm", "--model 'ssfm': expected NAME=PT"),
+        ({"figure_jets": 5, "n_jets": 4}, "ssfm={missing}", "'reconstruction.figure_jets' exceeds"),
+        ({"mask_rate": 1.5}, "ssfm={missing}", "'reconstruction.mask_rate' must be"),
+    ],
+)
+def test_reconstruct_bad_input_leaves_nothing(tmp_path, params, edit, model, message):
+    params["reconstruction"].update(edit)
+    figure, metrics = tmp_path / "fig", tmp_path / "rec.json"
+    proc = run_stage("reconstruct.py", params, tmp_path,
+                     "--model", model.format(missing=tmp_path / "missing.pt"),
+                     "--figure", str(figure), "--metrics", str(metrics))  # fmt: skip
+    assert message in _assert_one_line_error(proc, "reconstruct")
+    assert not list(tmp_path.glob("fig*")) and not metrics.exists()

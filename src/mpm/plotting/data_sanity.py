@@ -1,8 +1,6 @@
 """The data sanity figure: JetClass jet mass and multiplicity per class, BTag lifetime-signed
 d0 significance and secondary-vertex count per flavour."""
 
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import mplhep
 import numpy as np
@@ -29,8 +27,8 @@ def _resonance_lines(ax) -> None:
         )
 
 
-def draw(jetclass: dict, btag: dict, source: str, out_stem: Path):
-    """The 2x2 sanity figure and the paths (`<out_stem>.pdf`, `.png`) it belongs at."""
+def draw(jetclass: dict, btag: dict, source: str) -> plt.Figure:
+    """The 2x2 sanity figure."""
     use_style()
     fig, axes = plt.subplots(2, 2, figsize=(20, 16))
     colours = plt.get_cmap("tab10").colors
@@ -82,7 +80,4 @@ def draw(jetclass: dict, btag: dict, source: str, out_stem: Path):
     for ax in axes[1]:
         label(ax, rlabel="14 TeV")
     fig.tight_layout()
-    paths = [out_stem.with_suffix(".pdf"), out_stem.with_suffix(".png")]
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return fig, paths
+    return fig

@@ -1,4 +1,6 @@
-"""HEP house style (mplhep) shared by every figure."""
+"""HEP house style (mplhep) shared by every figure, and how figures are written."""
+
+from pathlib import Path
 
 import matplotlib
 
@@ -7,7 +9,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mplhep  # noqa: E402
 
+from mpm.atomic import atomic_file  # noqa: E402
+
 EXPERIMENT = "MPMv2"
+FORMATS = ("pdf", "png")
 
 
 def use_style() -> None:
@@ -19,3 +24,13 @@ def use_style() -> None:
 def label(ax, llabel: str = "Simulation", rlabel: str = "") -> None:
     """Experiment-style label: bold project name, italic `llabel`, `rlabel` on the right."""
     mplhep.label.exp_label(exp=EXPERIMENT, llabel=llabel, rlabel=rlabel, ax=ax)
+
+
+def save_figure(fig: plt.Figure, stem: str | Path, dpi: int = 90) -> list[Path]:
+    """Write `fig` to `<stem>.pdf` and `<stem>.png`, each atomically; returns the paths."""
+    paths = [Path(f"{stem}.{suffix}") for suffix in FORMATS]
+    for path in paths:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, format=path.suffix[1:], dpi=dpi)
+    plt.close(fig)
+    return paths

@@ -5,7 +5,8 @@ Every task has the same interface, `loss(decoded [M, D], batch, dropped [B, N]) 
 `batch["csts"][dropped]`, and `batch` the whole jets, so a task may derive its targets from
 the whole jet (a VQ-VAE tokenizer does). `batch["csts"]` holds the continuous features the
 model reconstructs (all 7, or a subset for the Table 1 ablation: `n_features`). Pre-training
-sums the tasks' weighted losses.
+sums the tasks' weighted losses. Continuous tasks also `sample(decoded [M, D])` a
+reconstruction [M, n_features] of the dropped constituents (paper appendix E).
 """
 
 import torch
@@ -50,6 +51,10 @@ class Regression(ReconstructionTask):
     def loss(self, decoded, batch, dropped):
         return F.l1_loss(self.head(decoded), batch["csts"][dropped])
 
+    @torch.no_grad()
+    def sample(self, decoded: torch.Tensor) -> torch.Tensor:
+        return self.head(decoded)  # a point estimate: the L1 loss's median
+
 
 class TokenClassification(ReconstructionTask):
     """Linear head over K tokens, cross-entropy against the true constituent's token. The
@@ -65,3 +70,13 @@ class TokenClassification(ReconstructionTask):
         with torch.no_grad():
             tokens = self.tokenizer(batch["csts"], batch["mask"])[dropped]
         return F.cross_entropy(self.head(decoded), tokens)
+
+    @torch.no_grad()
+    def sample(self, decoded: torch.Tensor) -> torch.Tensor:
+        """A token drawn from the predicted distribution, decoded to its features (k-means:
+        the centroid). A VQ-VAE token has no features of its own: its decoder needs the jet."""
+        if not hasattr(self.tokenizer, "decode"):
+            raise NotImplementedError(f"{type(self.tokenizer).__name__} tokens cannot be "
+                                      "decoded one constituent at a time")  # fmt: skip
+        tokens = torch.multinomial(self.head(decoded).softmax(-1), 1)[:, 0]
+        return self.tokenizer.decode(tokens)

@@ -112,3 +112,7 @@ class KMeansTokenizer(nn.Module):
         # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; |x|^2 does not change the argmin.
         scores = x.float() @ self.centroids.T - 0.5 * (self.centroids**2).sum(1)
         return scores.argmax(-1)
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [...] -> their centroids' features [..., F]."""
+        return self.centroids[tokens]

@@ -152,6 +152,17 @@ class PretrainModule(L.LightningModule):
         losses["total"] = sum(self.tasks[name].weight * loss for name, loss in losses.items())
         return losses
 
+    @torch.no_grad()
+    def reconstruct(self, csts, ids, mask, dropped) -> torch.Tensor:
+        """A sampled reconstruction [M, F] of the dropped constituents' features (the encoder's
+        feature set, preprocessed), in the order of `csts[dropped]`: the continuous task's
+        sample given each decoder output, or for SSFM the jointly generated set."""
+        if isinstance(self.model, SetToSetFlowMatching):
+            x, _, set_mask = self.model.sample(csts, ids, mask, dropped)
+            return x[set_mask]
+        decoded = self.model(csts, ids, mask, dropped)
+        return self.tasks[self.hparams.backbone].sample(decoded)
+
     def training_step(self, batch, batch_idx):
         losses = self._losses(batch)
         size = len(batch["labels"])

@@ -13,6 +13,7 @@ from mpm.models.backbone import save_backbone
 from mpm.models.encoder import JetEncoder
 from mpm.training.fit import fit, prepare_run_dir
 from mpm.training.pretrain import PretrainModule
+from mpm.training.pretrained import save_pretrained
 from mpm.training.probe import linear_probe_accuracy
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,10 @@ def pretrain(
     log_dir: Path,
     metrics: Path,
     tokenizer: Path | None = None,
+    model_out: Path | None = None,
 ) -> dict:
-    """Pre-train (or, for `random`, only initialise) one backbone and export it to `out`."""
+    """Pre-train (or, for `random`, only initialise) one backbone and export it to `out`, and
+    the whole pre-training model to `model_out` if given."""
     seed, cfg = params["seed"], params["pretrain"]
     encoder_cfg = params["model"]["encoder"]
     L.seed_everything(seed, workers=True, verbose=False)
@@ -51,6 +54,8 @@ def pretrain(
             config=config, extra_inputs=(tokenizer,) if tokenizer else (),
         )  # fmt: skip
         encoder = module.encoder
+        if model_out is not None:
+            save_pretrained(module.cpu(), {"steps": summary["steps"]}, model_out)
     probe = params["pretrain"]["probe_jets"]
     kwargs = dict(preprocessor_path=preprocessor, batch_size=500, seed=seed, shuffle=False)
     summary["linear_probe_accuracy"] = round(

@@ -1,0 +1,1 @@
+"""Evaluations of pre-trained models beyond their losses: reconstructions and generation."""

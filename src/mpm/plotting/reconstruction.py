@@ -1,0 +1,73 @@
+"""Fig. 8 (masked-jet reconstructions per backbone) and the SSFM whole-jet generation figure."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from mpm.evaluation.reconstruction import MaskedJets, Reconstruction
+from mpm.plotting.style import label, use_style
+
+AXES = (r"$p_\mathrm{T}$ [GeV]", r"$\Delta\eta$", r"$\Delta\phi$")
+COLOURS = {"regression": "C0", "kmeans": "C1", "flow": "C2", "cfm": "C3", "ssfm": "C4"}
+
+
+def _bins(values: np.ndarray, feature: int) -> np.ndarray:
+    if feature == 0:  # pT spans decades
+        low = max(float(values.min()), 1e-2)
+        return np.geomspace(low, float(values.max()) * 1.01, 16)
+    low, high = float(values.min()), float(values.max())
+    pad = 0.05 * (high - low) + 1e-3
+    return np.linspace(low - pad, high + pad, 16)
+
+
+def draw_reconstructions(
+    jets: MaskedJets, reconstructions: dict[str, Reconstruction], n_jets: int
+) -> plt.Figure:
+    """One row per jet (the first `n_jets`), one column per feature: the original jet (grey),
+    its surviving constituents (blue) and, as lines, surviving + reconstructed per model."""
+    use_style()
+    mask, dropped = jets.mask.numpy(), jets.dropped.numpy()
+    owner = np.nonzero(dropped)[0]  # the jet of each dropped constituent, order of csts[dropped]
+    fig, axes = plt.subplots(n_jets, 3, figsize=(19, 5.5 * n_jets), squeeze=False)
+    for j in range(n_jets):
+        original = jets.raw[j][mask[j], :3]
+        surviving = jets.raw[j][mask[j] & ~dropped[j], :3]
+        for f, ax in enumerate(axes[j]):
+            bins = _bins(original[:, f], f)
+            ax.hist(original[:, f], bins, color="0.75", label="original")
+            ax.hist(surviving[:, f], bins, color="tab:blue", alpha=0.45, label="surviving")
+            for name, rec in reconstructions.items():
+                values = np.concatenate([surviving[:, f], rec.dropped[owner == j, f]])
+                ax.hist(values, bins, histtype="step", lw=2.2, label=name,
+                        color=COLOURS.get(name))  # fmt: skip
+            if f == 0:
+                ax.set_xscale("log")
+            ax.set_xlabel(AXES[f])
+            ax.set_ylabel(f"jet {j + 1}: constituents")
+            label(ax, rlabel=f"{int(mask[j].sum())} constituents, {int(dropped[j].sum())} masked")
+        if j == 0:
+            axes[0, 2].legend(fontsize=13)
+    fig.tight_layout()
+    return fig
+
+
+def draw_generation(generation: dict) -> plt.Figure:
+    """SSFM whole jets from nothing (D_f = 0) against real jets: jet mass and constituent pT."""
+    use_style()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    panels = (("jet_mass", "jet mass [GeV]", np.linspace), ("cst_pt", AXES[0], np.geomspace))
+    for ax, (key, xlabel, spacing) in zip(axes, panels):
+        real, generated = generation[key]["second"], generation[key]["generated"]
+        low = max(float(np.percentile(real, 0.5)), 1e-2)
+        bins = spacing(low, float(np.percentile(real, 99.5)), 31)
+        ax.hist(real, bins, color="0.75", density=True, label="real jets")
+        ax.hist(generated, bins, histtype="step", lw=2.2, density=True, color=COLOURS["ssfm"],
+                label="SSFM, $D_f = 0$")  # fmt: skip
+        if spacing is np.geomspace:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("density")
+        ax.legend(fontsize=14)
+        label(ax, rlabel=f"{generation['metrics']['n_jets']} jets")
+    fig.tight_layout()
+    return fig
