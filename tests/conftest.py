@@ -230,3 +230,12 @@ def jetclass(tmp_path_factory, generated):
         fit_preprocessor(root / "jetclass/train.h5", 600, 100, 100_000, 0), root / "pre.joblib"
     )
     return root, params
+
+
+@pytest.fixture(scope="session")
+def btag(tmp_path_factory, generated, jetclass):
+    """Converted BTag files of `generated`, read with the JetClass preprocessor of `jetclass`."""
+    raw, params = generated
+    root = tmp_path_factory.mktemp("btag_data")
+    convert_dataset(params, "btag", raw, root / "btag")
+    return root / "btag", jetclass[0] / "pre.joblib"

@@ -188,3 +188,30 @@ def test_reconstruct_bad_input_leaves_nothing(tmp_path, params, edit, model, mes
                      "--figure", str(figure), "--metrics", str(metrics))  # fmt: skip
     assert message in _assert_one_line_error(proc, "reconstruct")
     assert not list(tmp_path.glob("fig*")) and not metrics.exists()
+
+
+@pytest.mark.parametrize(
+    "edit, args, message",
+    [
+        ({}, {"--mode": "thawed"}, "'--mode' must be one of"),
+        ({}, {"--task": "tagging"}, "'--task' must be one of"),
+        ({}, {"--size": "many"}, "'--size' must be an integer"),
+        ({"patience": 0}, {}, "'finetune.recipe.patience' must be a positive integer"),
+        ({}, {}, "missing.pt: backbone file not found"),
+    ],
+)
+def test_finetune_bad_input_leaves_nothing(tmp_path, params, edit, args, message):
+    params["finetune"]["recipe"].update(edit)
+    argv = {
+        "--task": "btag",
+        "--backbone": str(tmp_path / "missing.pt"),
+        "--mode": "frozen",
+        "--size": "100",
+        "--seed": "0",
+        "--data": str(tmp_path),
+        "--out": str(tmp_path / "run"),
+    }
+    argv.update(args)
+    proc = run_stage("finetune.py", params, tmp_path, *[x for kv in argv.items() for x in kv])
+    assert message in _assert_one_line_error(proc, "finetune")
+    assert not (tmp_path / "run").exists()

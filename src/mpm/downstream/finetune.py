@@ -1,0 +1,139 @@
+"""Fine-tuning a backbone with a task head (paper section 5.2, appendix D).
+
+Recipe (params `finetune.recipe`): AdamW with separate head and backbone learning rates; in
+`finetuned` mode the backbone is held fixed for the first `freeze_steps` steps, then its rate
+ramps linearly to `backbone_lr` over `ramp_steps`, so a random head cannot wreck pre-trained
+features; in `frozen` mode it never trains. Validation loss drives early stopping and picks
+the checkpoint that is evaluated.
+"""
+
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mpm.data import schema
+from mpm.downstream.heads import JetClassifier, TrackClassifier, VertexFinder
+from mpm.models.encoder import JetEncoder
+
+MODES = ("finetuned", "frozen")
+
+
+@dataclass(frozen=True)
+class Task:
+    data: str  # converted dataset folder under data/processed
+    kind: str  # jet | edge | track
+    n_classes: int = 0
+
+
+TASKS = {
+    "jetclass": Task("jetclass", "jet", len(schema.JETCLASS_CLASSES)),
+    "cwola": Task("cwola", "jet", 2),
+    "btag": Task("btag", "jet", len(schema.BTAG_CLASSES)),
+    "vertex": Task("btag", "edge"),
+    "track": Task("btag", "track", len(schema.TRACK_ORIGINS)),
+}
+
+
+def build_head(task: Task, encoder: JetEncoder, head_cfg: dict) -> nn.Module:
+    if task.kind == "jet":
+        return JetClassifier(encoder.dim, task.n_classes, head_cfg["dim"], head_cfg["heads"],
+                             head_cfg["depth"])  # fmt: skip
+    if task.kind == "edge":
+        return VertexFinder(encoder.dim, encoder.n_registers, head_cfg["hidden"])
+    return TrackClassifier(encoder.dim, encoder.n_registers, task.n_classes, head_cfg["hidden"])
+
+
+def pair_mask(mask: torch.Tensor) -> torch.Tensor:
+    """[B, N] -> the distinct pairs i < j of real tracks [B, N, N]."""
+    upper = torch.ones(mask.shape[1], mask.shape[1], dtype=torch.bool, device=mask.device)
+    return mask[:, :, None] & mask[:, None, :] & upper.triu(1)
+
+
+def backbone_lr_factor(step: int, freeze_steps: int, ramp_steps: int) -> float:
+    """The backbone's share of its learning rate at `step`: 0 while frozen, then a linear ramp."""
+    if step < freeze_steps:
+        return 0.0
+    return min(1.0, (step - freeze_steps + 1) / max(ramp_steps, 1))
+
+
+class FinetuneModule(L.LightningModule):
+    def __init__(self, encoder: JetEncoder, task: str, mode: str, head_cfg: dict, recipe: dict):
+        super().__init__()
+        self.task = TASKS[task]
+        self.mode, self.recipe = mode, recipe
+        self.encoder = encoder
+        self.head = build_head(self.task, encoder, head_cfg)
+        if mode == "frozen":
+            self.encoder.requires_grad_(False)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        encoded, mask = self.encoder(batch["csts"], batch["csts_id"], batch["mask"])
+        return self.head(encoded, mask)
+
+    def loss(self, out: torch.Tensor, batch: dict) -> torch.Tensor:
+        if self.task.kind == "jet":
+            return F.cross_entropy(out, batch["labels"])
+        mask = batch["mask"]
+        if self.task.kind == "edge":
+            pairs = pair_mask(mask)
+            vertex = batch[schema.H5_VERTEX]
+            same = (vertex[:, :, None] == vertex[:, None, :]).to(out.dtype)
+            if not pairs.any():  # a batch of one-track jets: nothing to learn
+                return out.sum() * 0
+            return F.binary_cross_entropy_with_logits(out[pairs], same[pairs])
+        origin = batch[schema.H5_ORIGIN]
+        valid = mask & (origin >= 0)
+        return F.cross_entropy(out[valid], origin[valid])
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(self(batch), batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        out = self(batch)
+        size = len(batch["labels"])
+        self.log("val/loss", self.loss(out, batch), prog_bar=True, batch_size=size)
+        if self.task.kind == "jet":
+            accuracy = (out.argmax(-1) == batch["labels"]).float().mean()
+            self.log("val/accuracy", accuracy, batch_size=size)
+
+    def predict_step(self, batch, batch_idx) -> dict[str, np.ndarray]:
+        """Per-batch outputs for the metrics: jet probabilities, edge probabilities or track
+        predictions, with their truth."""
+        out = self(batch).float()
+        mask = batch["mask"]
+        if self.task.kind == "jet":
+            return {"probs": out.softmax(-1).cpu().numpy(), "labels": batch["labels"].cpu().numpy()}
+        if self.task.kind == "edge":
+            return {"edge_probs": out.sigmoid().cpu().numpy(), "mask": mask.cpu().numpy(),
+                    "vertex": batch[schema.H5_VERTEX].cpu().numpy()}  # fmt: skip
+        return {"pred": out.argmax(-1).cpu().numpy(), "mask": mask.cpu().numpy(),
+                "origin": batch[schema.H5_ORIGIN].cpu().numpy()}  # fmt: skip
+
+    def on_train_epoch_start(self) -> None:
+        if self.mode == "frozen":
+            self.encoder.eval()  # no dropout or other training-time behaviour in a fixed backbone
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        if self.mode == "finetuned":  # no backward pass through the backbone while it is held
+            self.encoder.requires_grad_(self.global_step >= self.recipe["freeze_steps"])
+
+    def configure_optimizers(self):
+        r = self.recipe
+        groups = [{"params": list(self.head.parameters()), "lr": r["head_lr"]}]
+        lambdas = [lambda step: 1.0]
+        if self.mode == "finetuned":
+            groups.append({"params": list(self.encoder.parameters()), "lr": r["backbone_lr"]})
+            lambdas.append(lambda step: backbone_lr_factor(step, r["freeze_steps"],
+                                                           r["ramp_steps"]))  # fmt: skip
+        optimizer = torch.optim.AdamW(groups, weight_decay=r["weight_decay"])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,150 @@
+"""One fine-tuning run: a backbone, a task, a training-set size, a seed and a mode; trains
+with early stopping, evaluates the best checkpoint on the test set and writes the predictions
+and the run's metrics."""
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+from mpm.atomic import atomic_dir
+from mpm.data.loader import JetDataModule, JetDataset, make_loader
+from mpm.downstream.finetune import TASKS, FinetuneModule
+from mpm.downstream.metrics import n_secondary_vertices, partition_from_edges, sic, vertex_ari
+from mpm.models.backbone import load_backbone
+from mpm.training.fit import trainer_kwargs
+
+log = logging.getLogger(__name__)
+
+
+def _concat(outputs: list[dict]) -> dict[str, list[np.ndarray]]:
+    return {k: [o[k] for o in outputs] for k in outputs[0]}
+
+
+def _named(series: pd.Series) -> dict[str, float]:
+    """A per-bin metric as a JSON object keyed by the bin."""
+    return {str(k): float(v) for k, v in series.items()}
+
+
+def jet_metrics(task: str, probs: np.ndarray, labels: np.ndarray) -> dict:
+    metrics = {"accuracy": float((probs.argmax(1) == labels).mean())}
+    if task == "cwola":  # the test set is pure: 1 = signal (top), 0 = background (QCD)
+        metrics["sic_at_fpr_1pct"] = sic(labels, probs[:, 1], 0.01)
+        metrics["auc"] = float(roc_auc_score(labels, probs[:, 1]))
+    return metrics
+
+
+def vertex_table(batches: dict[str, list[np.ndarray]]) -> pd.DataFrame:
+    """Per test jet: its tracks, true secondary vertices and the ARI of the predicted partition."""
+    rows = []
+    for probs, mask, vertex in zip(batches["edge_probs"], batches["mask"], batches["vertex"]):
+        for p, m, v in zip(probs, mask, vertex):
+            n = int(m.sum())
+            truth = v[:n]
+            rows.append((n, n_secondary_vertices(truth),
+                         vertex_ari(truth, partition_from_edges(p[:n, :n]))))  # fmt: skip
+    return pd.DataFrame(rows, columns=["n_tracks", "n_secondary_vertices", "ari"])
+
+
+def track_table(batches: dict[str, list[np.ndarray]]) -> pd.DataFrame:
+    """Per test track: predicted and true origin, and the number of tracks in its jet."""
+    parts = []
+    for pred, mask, origin in zip(batches["pred"], batches["mask"], batches["origin"]):
+        n = np.broadcast_to(mask.sum(1, keepdims=True), mask.shape)
+        valid = mask & (origin >= 0)
+        parts.append(pd.DataFrame({"n_tracks": n[valid], "origin": origin[valid],
+                                   "pred": pred[valid]}))  # fmt: skip
+    return pd.concat(parts, ignore_index=True)
+
+
+def summarise(task: str, outputs: list[dict]) -> tuple[dict, pd.DataFrame]:
+    """The run's headline metrics and its per-jet (or per-track) table."""
+    batches = _concat(outputs)
+    kind = TASKS[task].kind
+    if kind == "jet":
+        probs, labels = np.concatenate(batches["probs"]), np.concatenate(batches["labels"])
+        table = pd.DataFrame(probs, columns=[f"p{i}" for i in range(probs.shape[1])])
+        table["label"] = labels
+        return jet_metrics(task, probs, labels), table
+    if kind == "edge":
+        table = vertex_table(batches)
+        by_sv = table.groupby("n_secondary_vertices")["ari"].mean()
+        return {
+            "ari": float(table["ari"].mean()),
+            "ari_by_n_secondary_vertices": _named(by_sv),
+        }, table
+    table = track_table(batches)
+    by_n = table.groupby("n_tracks")[["origin", "pred"]].apply(
+        lambda t: balanced_accuracy_score(t["origin"], t["pred"])
+    )
+    overall = balanced_accuracy_score(table["origin"], table["pred"])
+    return {
+        "balanced_accuracy": float(overall),
+        "balanced_accuracy_by_n_tracks": _named(by_n),
+    }, table
+
+
+def finetune(
+    task: str,
+    backbone: Path,
+    mode: str,
+    n_train: int,
+    seed: int,
+    params: dict,
+    data_dir: Path,
+    preprocessor: Path,
+    out_dir: Path,
+) -> dict:
+    """Fine-tune (or, `frozen`, train only the head on) `backbone` for `task` on `n_train`
+    training jets chosen by `seed`; write `out_dir/{metrics.json, predictions.csv}`."""
+    tic = time.perf_counter()
+    cfg = params["finetune"]
+    recipe = cfg["recipe"]
+    L.seed_everything(seed, workers=True, verbose=False)
+    encoder, info = load_backbone(backbone)
+    module = FinetuneModule(encoder, task, mode, cfg["head"], recipe)
+    batch_size = min(recipe["batch_size"], n_train)
+    workers = params["loader"]["num_workers"]
+    data = JetDataModule(data_dir, preprocessor, batch_size=batch_size, n_train=n_train,
+                         n_val=recipe["n_val_jets"], seed=seed, num_workers=workers)  # fmt: skip
+    test = JetDataset(data_dir / "test.h5", preprocessor, batch_size=recipe["batch_size"],
+                      n_jets=recipe["n_test_jets"], seed=seed, shuffle=False)  # fmt: skip
+    with tempfile.TemporaryDirectory() as ckpt_dir:
+        best = ModelCheckpoint(ckpt_dir, monitor="val/loss", mode="min", save_top_k=1)
+        stop = EarlyStopping("val/loss", patience=recipe["patience"], mode="min")
+        trainer = L.Trainer(
+            **trainer_kwargs(params["trainer"]),
+            max_steps=recipe["max_steps"],
+            max_epochs=-1,
+            val_check_interval=recipe["val_every_steps"],
+            check_val_every_n_epoch=None,
+            gradient_clip_val=recipe["grad_clip"],
+            callbacks=[best, stop],
+            logger=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(module, datamodule=data)
+        outputs = trainer.predict(
+            module, make_loader(test, workers), ckpt_path=best.best_model_path
+        )
+    metrics, table = summarise(task, outputs)
+    summary = {
+        "task": task, "backbone": info.get("backbone", backbone.stem), "mode": mode,
+        "n_train": n_train, "seed": seed, **metrics,
+        "best_val_loss": float(best.best_model_score), "steps": trainer.global_step,
+        "seconds": round(time.perf_counter() - tic, 1),
+    }  # fmt: skip
+    with atomic_dir(out_dir) as tmp:
+        table.to_csv(tmp / "predictions.csv", index=False, float_format="%.5g")
+        (tmp / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("%s %s %s n=%d seed=%d: %s", task, summary["backbone"], mode, n_train, seed,
+             {k: v for k, v in metrics.items() if not isinstance(v, dict)})  # fmt: skip
+    return summary

@@ -1,0 +1,44 @@
+"""Downstream metrics against hand-computed cases."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score
+
+from mpm.downstream.metrics import n_secondary_vertices, partition_from_edges, sic, vertex_ari
+
+
+def test_sic_by_hand():
+    # 100 background jets with scores 0..99, 10 signal jets scoring above all of them except
+    # one, which sits below the top two background jets: at FPR = 1% (one background jet
+    # passes) 9 of 10 signal jets pass (TPR 0.9), so SIC = 0.9 / 0.1 = 9.
+    background = np.arange(100.0)
+    signal = np.r_[np.full(9, 200.0), 97.5]
+    labels = np.r_[np.zeros(100), np.ones(10)]
+    assert sic(labels, np.r_[background, signal], fpr=0.01) == pytest.approx(9.0)
+    # a useless tagger: signal scores like background, TPR = FPR, SIC = sqrt(FPR)
+    rng = np.random.default_rng(0)
+    scores = rng.random(200_000)
+    labels = rng.random(200_000) < 0.5
+    assert sic(labels, scores, fpr=0.04) == pytest.approx(0.2, abs=0.01)
+    with pytest.raises(ValueError, match="both signal"):
+        sic(np.zeros(5), np.arange(5.0))
+
+
+def test_partition_from_edges_is_transitive_and_ari_scores_it():
+    scores = np.zeros((5, 5))
+    for i, j in [(0, 1), (1, 2), (3, 4)]:  # 0-1-2 chained, 3-4 paired
+        scores[i, j] = scores[j, i] = 0.9
+    labels = partition_from_edges(scores)
+    assert labels[0] == labels[1] == labels[2] != labels[3] == labels[4]
+    assert vertex_ari(np.array([0, 0, 0, 1, 1]), labels) == 1.0
+    # ARI by hand: truth {0,1},{2,3}, prediction {0,1,2,3}: index 2 (pairs within true
+    # clusters), expected (2 * 6) / 6 = 2, max 0.5 (2 + 6) = 4 -> (2 - 2) / (4 - 2) = 0.
+    assert vertex_ari(np.array([0, 0, 1, 1]), np.zeros(4, int)) == 0.0
+    assert len(set(partition_from_edges(np.full((3, 3), 0.1)))) == 3  # nothing joined
+
+
+def test_secondary_vertex_count_and_balanced_accuracy():
+    assert n_secondary_vertices(np.array([0, 0, 2, 1, 2])) == 2
+    assert n_secondary_vertices(np.array([0, 0])) == 0
+    # balanced accuracy: mean recall over classes, e.g. (1/2 + 1) / 2 = 0.75
+    assert balanced_accuracy_score([0, 0, 1], [0, 1, 1]) == pytest.approx(0.75)
