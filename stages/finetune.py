@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
     parser.add_argument("--backbone", required=True, help="backbone artifact (.pt)")
     parser.add_argument("--mode", required=True, help=f"one of {', '.join(MODES)}")
-    parser.add_argument("--size", required=True, help="training jets")
+    parser.add_argument("--size", required=True, help="training jets, or `all`")
     parser.add_argument("--seed", required=True, help="initialisation and training subset")
     parser.add_argument("--data", required=True, help="converted dataset folder")
     parser.add_argument("--preprocessor", default="data/preprocessor/quantile.joblib")
@@ -52,7 +52,7 @@ def _int(value: str, name: str) -> int:
 def body(params: dict, args: argparse.Namespace) -> None:
     task = one_of(args.task, "--task", TASKS)
     mode = one_of(args.mode, "--mode", MODES)
-    size = positive_int(_int(args.size, "--size"), "--size")
+    size = None if args.size == "all" else positive_int(_int(args.size, "--size"), "--size")
     seed = non_negative_int(_int(args.seed, "--seed"), "--seed")
     _validate(params)
     finetune(task, Path(args.backbone), mode, size, seed, params, Path(args.data),

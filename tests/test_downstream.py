@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from mpm.downstream.cwola import build_cwola
 from mpm.downstream.finetune import FinetuneModule, backbone_lr_factor, pair_mask
 from mpm.downstream.heads import JetClassifier, TrackClassifier, VertexFinder
 from mpm.downstream.run import finetune
@@ -86,21 +87,29 @@ def test_backbone_is_held_then_trained_unless_frozen(mode):
     assert all(changed[held:]) == (mode == "finetuned") and any(changed) == (mode == "finetuned")
 
 
-@pytest.mark.parametrize("task", ["jetclass", "btag", "vertex", "track"])
+@pytest.mark.parametrize("task", ["jetclass", "cwola", "btag", "vertex", "track"])
 def test_tiny_finetuning_run_of_every_task_kind(task, jetclass, btag, tmp_path):
     root, params = jetclass
     data_dir, pre = (root / "jetclass", root / "pre.joblib") if task == "jetclass" else btag
+    size = 80
+    if task == "cwola":
+        data_dir, size = tmp_path / "cwola", None
+        build_cwola(root / "jetclass", data_dir, n_signal=20, n_background=None,
+                    val_fraction=0.25, n_test_per_class=30, seed=0)  # fmt: skip
     params = {**params, "finetune": {"head": HEAD, "recipe": RECIPE}}
     backbone = tmp_path / "b.pt"
     torch.manual_seed(0)
     cfg = {"dim": 12, "depth": 1, "heads": 2, "registers": 2}
     save_backbone(JetEncoder(**cfg), cfg, {"backbone": "random", "steps": 0}, backbone)
     out = tmp_path / "run"
-    summary = finetune(task, backbone, "finetuned", 80, 3, params, data_dir, pre, out)
+    summary = finetune(task, backbone, "finetuned", size, 3, params, data_dir, pre, out)
     assert json.loads((out / "metrics.json").read_text()) == summary
     assert summary["backbone"] == "random" and 0 < summary["steps"] <= RECIPE["max_steps"]
     table = pd.read_csv(out / "predictions.csv")
-    if task in ("jetclass", "btag"):
+    if task == "cwola":  # all 30 + 30 + 20 mixed jets less the validation quarter
+        assert summary["n_signal"] == 20 and summary["n_train"] == 60 and len(table) == 60
+        assert summary["sic_at_fpr_1pct"] >= 0 and 0 <= summary["auc"] <= 1
+    elif task in ("jetclass", "btag"):
         assert len(table) == RECIPE["n_test_jets"] and 0 <= summary["accuracy"] <= 1
         probs = table.filter(like="p").to_numpy()
         np.testing.assert_allclose(probs.sum(1), 1, atol=1e-3)
@@ -109,7 +118,7 @@ def test_tiny_finetuning_run_of_every_task_kind(task, jetclass, btag, tmp_path):
         assert (table["n_secondary_vertices"] <= table["n_tracks"]).all()
     else:
         assert 0 <= summary["balanced_accuracy"] <= 1 and table["origin"].between(0, 3).all()
-    again = finetune(task, backbone, "finetuned", 80, 3, params, data_dir, pre, tmp_path / "b")
+    again = finetune(task, backbone, "finetuned", size, 3, params, data_dir, pre, tmp_path / "b")
     assert {k: v for k, v in again.items() if k != "seconds"} == {
         k: v for k, v in summary.items() if k != "seconds"
     }  # the same seed, the same metrics on CPU

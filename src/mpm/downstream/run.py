@@ -15,6 +15,8 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from mpm.atomic import atomic_dir
+from mpm.data import schema
+from mpm.data.h5io import open_jets
 from mpm.data.loader import JetDataModule, JetDataset, make_loader
 from mpm.downstream.finetune import TASKS, FinetuneModule
 from mpm.downstream.metrics import n_secondary_vertices, partition_from_edges, sic, vertex_ari
@@ -26,6 +28,19 @@ log = logging.getLogger(__name__)
 
 def _concat(outputs: list[dict]) -> dict[str, list[np.ndarray]]:
     return {k: [o[k] for o in outputs] for k in outputs[0]}
+
+
+def _at_most(path: Path, n: int | None) -> int | None:
+    """`n` jets of `path`, or all of them if it holds fewer (None: all)."""
+    with open_jets(path) as file:
+        total = file[schema.H5_LABELS].shape[0]
+    return None if n is None or n >= total else n
+
+
+def _dataset_info(path: Path) -> dict:
+    """What a derived dataset says of itself (CWoLa: its number of injected signal jets)."""
+    with open_jets(path) as file:
+        return {"n_signal": int(file.attrs["n_signal"])} if "n_signal" in file.attrs else {}
 
 
 def _named(series: pd.Series) -> dict[str, float]:
@@ -95,7 +110,7 @@ def finetune(
     task: str,
     backbone: Path,
     mode: str,
-    n_train: int,
+    n_train: int | None,
     seed: int,
     params: dict,
     data_dir: Path,
@@ -103,19 +118,22 @@ def finetune(
     out_dir: Path,
 ) -> dict:
     """Fine-tune (or, `frozen`, train only the head on) `backbone` for `task` on `n_train`
-    training jets chosen by `seed`; write `out_dir/{metrics.json, predictions.csv}`."""
+    training jets chosen by `seed` (None: all); write `out_dir/{metrics.json,
+    predictions.csv}`."""
     tic = time.perf_counter()
     cfg = params["finetune"]
     recipe = cfg["recipe"]
     L.seed_everything(seed, workers=True, verbose=False)
     encoder, info = load_backbone(backbone)
     module = FinetuneModule(encoder, task, mode, cfg["head"], recipe)
-    batch_size = min(recipe["batch_size"], n_train)
+    batch_size = min(recipe["batch_size"], n_train or recipe["batch_size"])
     workers = params["loader"]["num_workers"]
+    n_val = _at_most(data_dir / "val.h5", recipe["n_val_jets"])
+    n_test = _at_most(data_dir / "test.h5", recipe["n_test_jets"])
     data = JetDataModule(data_dir, preprocessor, batch_size=batch_size, n_train=n_train,
-                         n_val=recipe["n_val_jets"], seed=seed, num_workers=workers)  # fmt: skip
+                         n_val=n_val, seed=seed, num_workers=workers)  # fmt: skip
     test = JetDataset(data_dir / "test.h5", preprocessor, batch_size=recipe["batch_size"],
-                      n_jets=recipe["n_test_jets"], seed=seed, shuffle=False)  # fmt: skip
+                      n_jets=n_test, seed=seed, shuffle=False)  # fmt: skip
     with tempfile.TemporaryDirectory() as ckpt_dir:
         best = ModelCheckpoint(ckpt_dir, monitor="val/loss", mode="min", save_top_k=1)
         stop = EarlyStopping("val/loss", patience=recipe["patience"], mode="min")
@@ -132,13 +150,14 @@ def finetune(
             num_sanity_val_steps=0,
         )
         trainer.fit(module, datamodule=data)
+        n_train = data.datasets["train"].n_jets
         outputs = trainer.predict(
             module, make_loader(test, workers), ckpt_path=best.best_model_path
         )
     metrics, table = summarise(task, outputs)
     summary = {
         "task": task, "backbone": info.get("backbone", backbone.stem), "mode": mode,
-        "n_train": n_train, "seed": seed, **metrics,
+        "n_train": n_train, "seed": seed, **_dataset_info(data_dir / "train.h5"), **metrics,
         "best_val_loss": float(best.best_model_score), "steps": trainer.global_step,
         "seconds": round(time.perf_counter() - tic, 1),
     }  # fmt: skip
