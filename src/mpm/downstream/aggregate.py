@@ -1,0 +1,73 @@
+"""Tidy tables of every downstream run: one row per run and metric, the mean and spread over
+seeds, the per-bin metrics (ARI by secondary vertices, balanced accuracy by tracks) and the
+headline numbers: each backbone at each task's smallest training size, next to random."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from mpm.errors import InputError
+
+HEADLINE = {
+    "jetclass": "accuracy",
+    "cwola": "sic_at_fpr_1pct",
+    "btag": "accuracy",
+    "vertex": "ari",
+    "track": "balanced_accuracy",
+}
+RUN_KEYS = ("task", "backbone", "mode", "n_train", "seed")
+GROUP = ["task", "backbone", "mode", "size", "metric"]
+
+
+def read_runs(paths: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scalar metrics [task, backbone, mode, size, seed, metric, value] and binned ones
+    [..., metric, bin, value] of the runs' metrics.json files. `size` is the number of training
+    jets, or the number of injected signal jets for CWoLa."""
+    scalars, binned = [], []
+    for path in paths:
+        try:
+            run = json.loads(Path(path).read_text())
+            keys = {k: run[k] for k in RUN_KEYS}
+        except (OSError, ValueError, KeyError) as err:
+            raise InputError(f"{path}: not a fine-tuning run's metrics ({err})") from None
+        keys["size"] = run.get("n_signal", run["n_train"])
+        for metric in (HEADLINE[run["task"]], "accuracy", "auc", "best_val_loss", "steps"):
+            if metric in run:
+                scalars.append({**keys, "metric": metric, "value": float(run[metric])})
+        for metric, bins in run.items():
+            if isinstance(bins, dict):
+                binned += [{**keys, "metric": metric, "bin": int(b), "value": v}
+                           for b, v in bins.items()]  # fmt: skip
+    if not scalars:
+        raise InputError("no fine-tuning runs to aggregate")
+    return pd.DataFrame(scalars).drop_duplicates(), pd.DataFrame(binned)
+
+
+def over_seeds(runs: pd.DataFrame, by: list[str] = GROUP) -> pd.DataFrame:
+    """Mean, standard deviation (0 for one seed) and number of seeds of each group."""
+    grouped = runs.groupby(by)["value"]
+    table = grouped.agg(mean="mean", std="std", seeds="count").reset_index()
+    table["std"] = table["std"].fillna(0.0)
+    return table
+
+
+def headline(summary: pd.DataFrame) -> dict:
+    """{task: {mode: {backbone: mean headline metric at the task's smallest size}}}, with
+    each backbone's gain over the random initialisation where random was run."""
+    out: dict = {}
+    for task, metric in HEADLINE.items():
+        rows = summary[(summary["task"] == task) & (summary["metric"] == metric)]
+        if rows.empty:
+            continue
+        smallest = rows[rows["size"] == rows["size"].min()]
+        out[task] = {"metric": metric, "size": int(smallest["size"].iloc[0])}
+        for mode, by_mode in smallest.groupby("mode"):
+            means = dict(zip(by_mode["backbone"], by_mode["mean"].round(4)))
+            entry = {"mean": means}
+            if "random" in means:
+                base = means["random"]
+                gains = {b: round(v - base, 4) for b, v in means.items() if b != "random"}
+                entry["gain_over_random"] = gains
+            out[task][mode] = entry
+    return out

@@ -1,0 +1,56 @@
+"""Aggregation of downstream runs into tidy tables and headline numbers."""
+
+import json
+
+import pytest
+
+from mpm.downstream.aggregate import headline, over_seeds, read_runs
+from mpm.errors import InputError
+
+
+def _run(tmp_path, name, **fields):
+    base = {"task": "jetclass", "backbone": "random", "mode": "finetuned", "n_train": 100,
+            "seed": 0, "accuracy": 0.5, "best_val_loss": 1.0, "steps": 10}  # fmt: skip
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({**base, **fields}))
+    return path
+
+
+def test_means_over_seeds_and_gains_over_random_at_the_smallest_size(tmp_path):
+    paths = [
+        _run(tmp_path, "a", seed=0, accuracy=0.50),
+        _run(tmp_path, "b", seed=1, accuracy=0.54),
+        _run(tmp_path, "c", backbone="cfm", accuracy=0.60),
+        _run(tmp_path, "d", backbone="cfm", n_train=1000, accuracy=0.9),
+        _run(
+            tmp_path,
+            "e",
+            task="vertex",
+            n_train=50,
+            ari=0.3,
+            ari_by_n_secondary_vertices={"0": 0.9, "2": 0.1},
+        ),  # fmt: skip
+        _run(tmp_path, "f", task="cwola", n_train=5000, n_signal=200, sic_at_fpr_1pct=2.0),
+    ]
+    runs, binned = read_runs(paths)
+    summary = over_seeds(runs)
+    random = summary[(summary.backbone == "random") & (summary.metric == "accuracy")
+                     & (summary.task == "jetclass")]  # fmt: skip
+    assert random["mean"].item() == pytest.approx(0.52) and random["seeds"].item() == 2
+    assert random["std"].item() == pytest.approx(0.0283, abs=1e-4)
+    top = headline(summary)
+    assert top["jetclass"]["size"] == 100
+    assert top["jetclass"]["finetuned"]["gain_over_random"] == {"cfm": pytest.approx(0.08)}
+    assert top["cwola"]["size"] == 200  # CWoLa's size is its number of signal jets
+    assert top["vertex"]["finetuned"]["mean"] == {"random": 0.3}
+    assert sorted(binned["bin"]) == [0, 2] and set(binned["metric"]) == {
+        "ari_by_n_secondary_vertices"
+    }
+
+
+def test_unreadable_run_is_named(tmp_path):
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(InputError, match="bad.json: not a fine-tuning run"):
+        read_runs([tmp_path / "bad.json"])
+    with pytest.raises(InputError, match="no fine-tuning runs"):
+        read_runs([])
