@@ -43,9 +43,12 @@ def draw_reconstructions(
                 ax.set_xscale("log")
             ax.set_xlabel(AXES[f])
             ax.set_ylabel(f"jet {j + 1}: constituents")
-            label(ax, rlabel=f"{int(mask[j].sum())} constituents, {int(dropped[j].sum())} masked")
+            ax.set_ylim(top=ax.get_ylim()[1] * 1.25)  # room for the note below
+            note = f"{int(mask[j].sum())} constituents\n{int(dropped[j].sum())} masked"
+            ax.text(0.04, 0.95, note, transform=ax.transAxes, va="top", fontsize=13)
+            label(ax)
         if j == 0:
-            axes[0, 2].legend(fontsize=13)
+            axes[0, 2].legend(fontsize=13, loc="upper right")
     fig.tight_layout()
     return fig
 
@@ -53,7 +56,7 @@ def draw_reconstructions(
 def draw_generation(generation: dict) -> plt.Figure:
     """SSFM whole jets from nothing (D_f = 0) against real jets: jet mass and constituent pT."""
     use_style()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6))
     panels = (("jet_mass", "jet mass [GeV]", np.linspace), ("cst_pt", AXES[0], np.geomspace))
     for ax, (key, xlabel, spacing) in zip(axes, panels):
         real, generated = generation[key]["second"], generation[key]["generated"]
@@ -67,7 +70,7 @@ def draw_generation(generation: dict) -> plt.Figure:
             ax.set_yscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("density")
-        ax.legend(fontsize=14)
-        label(ax, rlabel=f"{generation['metrics']['n_jets']} jets")
+        ax.legend(fontsize=14, title=f"{generation['metrics']['n_jets']} jets", title_fontsize=14)
+        label(ax)
     fig.tight_layout()
     return fig
