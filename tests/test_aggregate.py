@@ -1,10 +1,12 @@
 """Aggregation of downstream runs into tidy tables and headline numbers."""
 
 import json
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from mpm.downstream.aggregate import headline, over_seeds, read_runs
+from mpm.downstream.aggregate import grid_runs, headline, over_seeds, read_runs
 from mpm.errors import InputError
 
 
@@ -54,3 +56,14 @@ def test_unreadable_run_is_named(tmp_path):
         read_runs([tmp_path / "bad.json"])
     with pytest.raises(InputError, match="no fine-tuning runs"):
         read_runs([])
+
+
+def test_grid_runs_name_every_run_as_dvc_yaml_does():
+    grid = {"backbones": ["random", "ssfm"], "modes": ["frozen"], "seeds": [0, 1],
+            "sizes": {"jetclass": [100], "btag": [], "vertex": [5], "track": []},
+            "cwola_signal": [50]}  # fmt: skip
+    paths = grid_runs(grid, Path("r"))
+    assert len(paths) == 2 * 1 * 2 * 3
+    assert Path("r/jetclass/ssfm-frozen-100-s1/metrics.json") in paths
+    assert Path("r/cwola/random-frozen-50-s0/metrics.json") in paths
+    assert over_seeds(pd.DataFrame()).empty  # no binned metrics when no vertex or track runs

@@ -51,6 +51,25 @@ def _run(cmd, cwd, env):
     ).stdout
 
 
+def _downstream_of(stages: set[str], lock: dict) -> set[str]:
+    """`stages` and every stage that depends on their outputs, transitively."""
+
+    def overlaps(a: str, b: str) -> bool:
+        return a == b or a.startswith(f"{b}/") or b.startswith(f"{a}/")
+
+    found = set(stages)
+    while True:
+        outs = [o["path"] for n in found for o in lock[n].get("outs", [])]
+        more = {
+            name
+            for name, stage in lock.items()
+            if any(overlaps(d["path"], o) for d in stage.get("deps", []) for o in outs)
+        }
+        if more <= found:
+            return found
+        found |= more
+
+
 @pytest.mark.slow
 def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
     repo = copy_repo(tmp_path / "repo")
@@ -95,12 +114,14 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
     assert "train/total" in _run(["dvc", "plots", "show", "--json"], repo, env)
     assert "val/codebook_usage" in metrics  # the VQ-VAE tokenizer
     assert (repo / "results/figures/training_curves.png").stat().st_size > 10_000
+    assert "gain_over_random" in metrics  # the downstream headline numbers
     assert "w1_jet_mass_gev_real_vs_real" in metrics and "ssfm_generation" in metrics
     for figure in ("reconstruction", "ssfm_generation"):
         assert (repo / f"results/figures/{figure}.png").stat().st_size > 10_000
 
     # `dvc exp run -S mask_rate=...` re-runs exactly the stages that use the mask rate, and
-    # those that read their outputs (the training curves and the reconstructions).
+    # those that read their outputs, directly or not (curves, reconstructions, fine-tuning of
+    # the pre-trained backbones but not of the random one, the aggregation).
     experiment = _run(["dvc", "exp", "run", "-S", "mask_rate=0.3"], repo, env)
     ran = set(re.findall(r"Running stage '([^']+)'", experiment))
     uses_mask_rate = {
@@ -109,4 +130,6 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
         if "mask_rate" in stage.get("params", {}).get("params.yaml", {})
     }
     assert uses_mask_rate == {n for n in lock if n.startswith("pretrain")}
-    assert ran == uses_mask_rate | {"plot_training", "reconstruct"}, ran
+    assert ran == _downstream_of(uses_mask_rate, lock), ran
+    assert "reconstruct" in ran and "aggregate" in ran
+    assert not {n for n in ran if n.startswith("finetune") and "@random-" in n}

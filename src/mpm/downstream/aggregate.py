@@ -17,7 +17,22 @@ HEADLINE = {
     "track": "balanced_accuracy",
 }
 RUN_KEYS = ("task", "backbone", "mode", "n_train", "seed")
+SIZED_TASKS = ("jetclass", "btag", "vertex", "track")
 GROUP = ["task", "backbone", "mode", "size", "metric"]
+
+
+def grid_runs(grid: dict, root: Path) -> list[Path]:
+    """The metrics.json of every run of params `finetune.grid`, named as dvc.yaml names the
+    run folders (`<root>/<task>/<backbone>-<mode>-<size>-s<seed>`; CWoLa's size: n_signal)."""
+    sizes = {task: grid["sizes"][task] for task in SIZED_TASKS} | {"cwola": grid["cwola_signal"]}
+    return [
+        root / task / f"{backbone}-{mode}-{size}-s{seed}" / "metrics.json"
+        for task, task_sizes in sizes.items()
+        for backbone in grid["backbones"]
+        for mode in grid["modes"]
+        for size in task_sizes
+        for seed in grid["seeds"]
+    ]
 
 
 def read_runs(paths: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -46,6 +61,8 @@ def read_runs(paths: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def over_seeds(runs: pd.DataFrame, by: list[str] = GROUP) -> pd.DataFrame:
     """Mean, standard deviation (0 for one seed) and number of seeds of each group."""
+    if runs.empty:
+        return pd.DataFrame(columns=[*by, "mean", "std", "seeds"])
     grouped = runs.groupby(by)["value"]
     table = grouped.agg(mean="mean", std="std", seeds="count").reset_index()
     table["std"] = table["std"].fillna(0.0)
