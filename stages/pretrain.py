@@ -35,6 +35,8 @@ def _validate(params: dict) -> None:
     for group in ("encoder", "decoder"):
         for key in ("dim", "depth", "heads"):
             positive_int(get(params, f"model.{group}.{key}"), f"model.{group}.{key}")
+        positive_float(get(params, f"model.{group}.layer_scale_init"),
+                       f"model.{group}.layer_scale_init")  # fmt: skip
         if get(params, f"model.{group}.dim") % get(params, f"model.{group}.heads"):
             raise InputError(f"params: 'model.{group}.dim' must be divisible by "
                              f"'model.{group}.heads'")  # fmt: skip

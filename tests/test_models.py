@@ -64,6 +64,25 @@ def test_encoder_outputs_and_equivariance():
     torch.testing.assert_close(out_p[:, :3], out[:, :3])  # registers: invariant
 
 
+def test_layer_scale_init_sets_every_residual_gamma_and_mixes_constituents():
+    csts, ids, mask = _batch()
+    outputs = {}
+    for init in (1e-3, 0.5):
+        torch.manual_seed(0)
+        enc = JetEncoder(dim=16, depth=2, heads=2, registers=1, layer_scale_init=init)
+        gammas = [p for n, p in enc.named_parameters() if n.endswith("gamma")]
+        assert len(gammas) == 4 and all(torch.all(g == init) for g in gammas)
+        outputs[init] = enc(csts, ids, mask)[0][:, 1:][mask]
+    # with the same weights, a larger init lets the residual branches (attention: the only
+    # place constituents meet) move the outputs further from the per-constituent embedding
+    torch.manual_seed(0)
+    embedded = JetEncoder(dim=16, depth=0, heads=2, registers=1)(csts, ids, mask)[0][:, 1:][mask]
+    moved = {k: (v - embedded).abs().mean() for k, v in outputs.items()}
+    assert moved[0.5] > 10 * moved[1e-3]
+    mae = MaskedAutoencoder(JetEncoder(16, 1, 2, 1), 8, 1, 2, 12, layer_scale_init=0.25)
+    assert all(torch.all(p == 0.25) for n, p in mae.decoder.named_parameters() if "gamma" in n)
+
+
 def test_choose_dropped_counts_and_never_padding():
     csts, ids, mask = _batch(b=64, n=30)
     g = torch.Generator().manual_seed(1)

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from mpm.data import schema
-from mpm.models.layers import Transformer
+from mpm.models.layers import LAYER_SCALE_INIT, Transformer
 
 # Continuous features the model sees and reconstructs (indices into schema.CONTINUOUS_FEATURES):
 # all 7, or MPMv1's kinematics (pT, d_eta, d_phi) for the Table 1 ablation.
@@ -21,10 +21,12 @@ class JetEncoder(nn.Module):
     """Embeds constituents (Linear on the continuous features of `features` + Embedding of the
     8 particle IDs if `ids`, summed), prepends learned registers and runs a transformer of
     `layer` type. No positional encoding: outputs are permutation equivariant in the
-    constituents. Inputs always carry all 7 features; the encoder picks its own."""
+    constituents. Inputs always carry all 7 features; the encoder picks its own.
+    `layer_scale_init` starts the prenorm layers' residual branches small (paper: 1e-3)."""
 
     def __init__(self, dim: int, depth: int, heads: int, registers: int, layer: str = "prenorm",
-                 features: str = "all", ids: bool = True):  # fmt: skip
+                 features: str = "all", ids: bool = True,
+                 layer_scale_init: float = LAYER_SCALE_INIT):  # fmt: skip
         super().__init__()
         self.dim = dim
         self.n_registers = registers
@@ -32,7 +34,8 @@ class JetEncoder(nn.Module):
         self.embed_features = nn.Linear(len(self.features), dim)
         self.embed_ids = nn.Embedding(len(schema.PARTICLE_IDS), dim) if ids else None
         self.registers = nn.Parameter(torch.randn(registers, dim) * 0.02)
-        self.transformer = Transformer(dim, depth, heads, layer=layer)
+        self.transformer = Transformer(dim, depth, heads, layer=layer,
+                                       layer_scale_init=layer_scale_init)
 
     def embed(self, csts: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """[B, N, 7], [B, N] -> constituent embeddings [B, N, dim]."""

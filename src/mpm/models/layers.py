@@ -83,14 +83,15 @@ class TransformerLayer(nn.Module):
     """Pre-norm self-attention + SwiGLU feed-forward, LayerScale on both residual branches;
     works on packed tokens [T, D] with the [B, N] mask that places them."""
 
-    def __init__(self, dim: int, heads: int, ff_mult: int = 2):
+    def __init__(self, dim: int, heads: int, ff_mult: int = 2,
+                 layer_scale_init: float = LAYER_SCALE_INIT):  # fmt: skip
         super().__init__()
         self.norm_attn = nn.LayerNorm(dim)
         self.attn = Attention(dim, heads)
-        self.scale_attn = LayerScale(dim)
+        self.scale_attn = LayerScale(dim, layer_scale_init)
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = SwiGLU(dim, ff_mult)
-        self.scale_ff = LayerScale(dim)
+        self.scale_ff = LayerScale(dim, layer_scale_init)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         tokens = tokens + self.scale_attn(self.attn.packed(self.norm_attn(tokens), mask))
@@ -126,11 +127,16 @@ class Transformer(nn.Module):
     """A stack of layers (`prenorm`: MPMv2's, `normformer`: MPMv1's) with a final LayerNorm,
     over padded sets [B, N, D]; padded positions of the output are zero."""
 
-    def __init__(self, dim: int, depth: int, heads: int, ff_mult: int = 2, layer="prenorm"):
+    def __init__(self, dim: int, depth: int, heads: int, ff_mult: int = 2, layer="prenorm",
+                 layer_scale_init: float = LAYER_SCALE_INIT):  # fmt: skip
         super().__init__()
         if layer not in LAYERS:
             raise ValueError(f"layer type '{layer}' is not one of {list(LAYERS)}")
-        self.layers = nn.ModuleList(LAYERS[layer](dim, heads, ff_mult) for _ in range(depth))
+        # LayerScale belongs to the pre-norm layers only (MPMv1's NormFormer has none)
+        extra = {"layer_scale_init": layer_scale_init} if layer == "prenorm" else {}
+        self.layers = nn.ModuleList(
+            LAYERS[layer](dim, heads, ff_mult, **extra) for _ in range(depth)
+        )
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

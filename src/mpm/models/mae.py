@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mpm.models.encoder import JetEncoder
-from mpm.models.layers import Transformer
+from mpm.models.layers import LAYER_SCALE_INIT, Transformer
 from mpm.models.masking import compact, gather_rows
 
 
@@ -23,12 +23,14 @@ class MaskedAutoencoder(nn.Module):
         decoder_heads: int,
         max_constituents: int,
         layer: str = "prenorm",
+        layer_scale_init: float = LAYER_SCALE_INIT,
     ):
         super().__init__()
         self.encoder = encoder
         self.to_decoder = nn.Linear(encoder.dim, decoder_dim)
         self.mask_tokens = nn.Parameter(torch.randn(max_constituents, decoder_dim) * 0.02)
-        self.decoder = Transformer(decoder_dim, decoder_depth, decoder_heads, layer=layer)
+        self.decoder = Transformer(decoder_dim, decoder_depth, decoder_heads, layer=layer,
+                                   layer_scale_init=layer_scale_init)
 
     def forward(self, csts, ids, mask, dropped) -> torch.Tensor:
         """Decoder outputs at the dropped constituents [M, decoder_dim], M being the number of

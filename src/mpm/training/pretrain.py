@@ -73,7 +73,7 @@ def build_model(model_cfg: dict, max_constituents: int) -> nn.Module:
     if model_cfg["variant"] == "mae":
         return MaskedAutoencoder(
             encoder, decoder["dim"], decoder["depth"], decoder["heads"], max_constituents,
-            layer=model_cfg["encoder"]["layer"],
+            layer=model_cfg["encoder"]["layer"], layer_scale_init=decoder["layer_scale_init"],
         )  # fmt: skip
     if model_cfg["variant"] == "bert":
         return BertStyleModel(encoder, decoder["dim"], max_constituents)
