@@ -119,7 +119,8 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
     assert (repo / "results/figures/training_curves.png").stat().st_size > 10_000
     assert "gain_over_random" in metrics  # the downstream headline numbers
     assert "w1_jet_mass_gev_real_vs_real" in metrics and "ssfm_generation" in metrics
-    for figure in ("reconstruction", "ssfm_generation"):
+    for figure in ("reconstruction", "ssfm_generation", "downstream_jetclass_finetuned",
+                   "downstream_btag_finetuned"):  # fmt: skip
         assert (repo / f"results/figures/{figure}.png").stat().st_size > 10_000
 
     # `dvc exp run -S mask_rate=...` re-runs exactly the stages that use the mask rate, and
@@ -135,4 +136,7 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
     assert uses_mask_rate == {n for n in lock if n.startswith("pretrain")}
     assert ran == _downstream_of(uses_mask_rate, lock), ran
     assert "reconstruct" in ran and "aggregate" in ran
+    assert "figures_downstream@finetuned" in ran  # the figures follow the new runs
+    html = (repo / "results/notebooks/downstream_finetuned.html").read_text()
+    assert "Downstream figures" in html and "kmeans" in html  # the table under the figures
     assert not {n for n in ran if n.startswith("finetune") and "@random-" in n}

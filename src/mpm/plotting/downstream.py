@@ -1,0 +1,92 @@
+"""Downstream figures of the paper from the aggregated tables (`results/downstream/`):
+Fig. 2 (JetClass accuracy vs training jets, CWoLa SIC vs signal jets) and Fig. 3 (BTag
+accuracy vs training jets, vertex ARI vs secondary vertices, track-ID balanced accuracy vs
+tracks) for fine-tuned backbones; Figs. 6 and 7 are the same with frozen backbones. Lines are
+the mean over seeds, bands (or error bars) one standard deviation."""
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from mpm.errors import InputError
+from mpm.plotting.style import label, use_style
+
+# The paper's names, in its legend order, each with a fixed colour across every figure.
+BACKBONES = {
+    "regression": "Regression",
+    "kmeans": "K-Means",
+    "vqvae": "VQ-VAE",
+    "flow": "CNF",
+    "cfm": "CFM",
+    "ssfm": "SSFM",
+    "random": "Random init",
+}
+COLOURS = dict(zip(BACKBONES, ["C0", "C1", "C2", "C3", "C4", "C5", "black"]))
+MODE_TITLES = {"finetuned": "Fine-tuned backbone", "frozen": "Fixed backbone"}
+DATASETS = {"jetclass": "JetClass", "cwola": "CWoLa", "btag": "BTag", "vertex": "BTag",
+            "track": "BTag"}  # fmt: skip
+
+PANELS = {  # task -> (metric, x column, x label, y label, log x)
+    "jetclass": ("accuracy", "size", "Number of training jets", "Accuracy", True),
+    "cwola": ("sic_at_fpr_1pct", "size", "Number of signal jets", "SIC at FPR = 1%", True),
+    "btag": ("accuracy", "size", "Number of training jets", "Accuracy", True),
+    "vertex": ("ari_by_n_secondary_vertices", "bin", "Number of secondary vertices",
+               "Adjusted Rand index", False),  # fmt: skip
+    "track": ("balanced_accuracy_by_n_tracks", "bin", "Number of tracks in the jet",
+              "Balanced accuracy", False),  # fmt: skip
+}
+FIGURES = {"jetclass": ("jetclass", "cwola"), "btag": ("btag", "vertex", "track")}
+
+
+def _rows(table: pd.DataFrame, task: str, mode: str) -> pd.DataFrame:
+    metric = PANELS[task][0]
+    rows = table[(table["task"] == task) & (table["mode"] == mode) & (table["metric"] == metric)]
+    if rows.empty:
+        raise InputError(f"no '{metric}' of task '{task}' in mode '{mode}' in the aggregated "
+                         "results")  # fmt: skip
+    if PANELS[task][1] == "bin":  # binned metrics: the largest training set of the grid
+        rows = rows[rows["size"] == rows["size"].max()]
+    return rows
+
+
+def draw_panel(ax, table: pd.DataFrame, task: str, mode: str) -> None:
+    """One panel: every backbone's mean (line, or points when there is one x value) and its
+    spread over seeds (band, or error bars)."""
+    metric, x, xlabel, ylabel, logx = PANELS[task]
+    rows = _rows(table, task, mode)
+    known = [b for b in BACKBONES if b in set(rows["backbone"])]
+    for backbone in known + sorted(set(rows["backbone"]) - set(known)):
+        line = rows[rows["backbone"] == backbone].sort_values(x)
+        name = BACKBONES.get(backbone, backbone)
+        colour = COLOURS.get(backbone)
+        style = "--" if backbone == "random" else "-"
+        if len(line) > 1:
+            ax.plot(line[x], line["mean"], style, marker="o", color=colour, label=name, lw=2)
+            ax.fill_between(line[x], line["mean"] - line["std"], line["mean"] + line["std"],
+                            color=colour, alpha=0.2, lw=0)  # fmt: skip
+        else:
+            ax.errorbar(line[x], line["mean"], yerr=line["std"], fmt="o", color=colour,
+                        label=name, capsize=4, ms=8)  # fmt: skip
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    seeds = int(rows["seeds"].max())
+    title = f"{MODE_TITLES.get(mode, mode)}, {seeds} seed{'s' * (seeds > 1)}"
+    if PANELS[task][1] == "bin":
+        title += f"\n{int(rows['size'].iloc[0])} training jets"
+    ax.legend(fontsize=13, title=title, title_fontsize=13, loc="best")
+    label(ax, rlabel=DATASETS[task])
+
+
+def draw(family: str, summary: pd.DataFrame, binned: pd.DataFrame, mode: str) -> plt.Figure:
+    """Figure family `jetclass` (Fig. 2 / 6) or `btag` (Fig. 3 / 7) of `mode`."""
+    if family not in FIGURES:
+        raise InputError(f"figure family '{family}' is not one of {list(FIGURES)}")
+    use_style()
+    tasks = FIGURES[family]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(8 * len(tasks), 7), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        table = binned if PANELS[task][1] == "bin" else summary
+        draw_panel(ax, table, task, mode)
+    fig.tight_layout()
+    return fig

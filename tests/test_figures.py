@@ -1,0 +1,106 @@
+"""Downstream figures (Figs. 2, 3, 6, 7) from aggregated tables, and the notebook stage that
+draws them: what each panel shows, one-line errors, nothing left behind by a failing cell."""
+
+import itertools
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+from matplotlib.collections import PolyCollection
+from matplotlib.container import ErrorbarContainer
+
+from conftest import run_stage
+from mpm.errors import InputError
+from mpm.plotting.downstream import draw
+
+SCALARS = {"jetclass": "accuracy", "cwola": "sic_at_fpr_1pct", "btag": "accuracy",
+           "vertex": "ari", "track": "balanced_accuracy"}  # fmt: skip
+BINNED = {"vertex": "ari_by_n_secondary_vertices", "track": "balanced_accuracy_by_n_tracks"}
+
+
+def tables(sizes=(1000, 10000), modes=("finetuned",), backbones=("random", "kmeans")):
+    """Aggregate-stage tables (summary.csv, binned.csv) with made-up values."""
+    summary, binned = [], []
+    for i, (task, backbone, mode, size) in enumerate(
+        itertools.product(SCALARS, backbones, modes, sizes)
+    ):
+        keys = {"task": task, "backbone": backbone, "mode": mode, "size": size}
+        summary.append({**keys, "metric": SCALARS[task], "mean": 0.5 + 0.01 * i, "std": 0.02,
+                        "seeds": 2})  # fmt: skip
+        if task in BINNED:
+            binned += [{**keys, "metric": BINNED[task], "bin": b, "mean": 0.4 + 0.05 * b,
+                        "std": 0.01, "seeds": 2} for b in range(1, 5)]  # fmt: skip
+    return pd.DataFrame(summary), pd.DataFrame(binned)
+
+
+def _legend(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_figure_families_have_the_paper_panels_names_and_bands():
+    summary, binned = tables()
+    fig = draw("jetclass", summary, binned, "finetuned")
+    jetclass, cwola = fig.axes
+    assert jetclass.get_xscale() == "log" and cwola.get_xscale() == "log"
+    assert _legend(jetclass) == ["K-Means", "Random init"]  # the paper's names and order
+    assert "SIC" in cwola.get_ylabel() and "signal jets" in cwola.get_xlabel()
+    bands = [c for c in jetclass.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2  # one seed-spread band per backbone
+    kmeans = next(line for line in jetclass.get_lines() if line.get_label() == "K-Means")
+    expected = summary.query("task == 'jetclass' and backbone == 'kmeans'")["mean"]
+    assert list(kmeans.get_ydata()) == pytest.approx(list(expected))
+    plt.close(fig)
+    fig = draw("btag", summary, binned, "finetuned")
+    assert [ax.get_xscale() for ax in fig.axes] == ["log", "linear", "linear"]
+    vertex = fig.axes[1]
+    assert "secondary vertices" in vertex.get_xlabel()
+    assert "10000 training jets" in vertex.get_legend().get_title().get_text()  # largest size
+    assert list(vertex.get_lines()[0].get_xdata()) == [1, 2, 3, 4]
+    plt.close(fig)
+
+
+def test_one_size_is_drawn_as_points_with_error_bars():
+    summary, binned = tables(sizes=(1000,))
+    fig = draw("jetclass", summary, binned, "finetuned")
+    assert sum(isinstance(c, ErrorbarContainer) for c in fig.axes[0].containers) == 2
+    plt.close(fig)
+
+
+def test_missing_mode_or_family_is_a_clear_error():
+    summary, binned = tables()
+    with pytest.raises(InputError, match="task 'jetclass' in mode 'frozen'"):
+        draw("jetclass", summary, binned, "frozen")
+    with pytest.raises(InputError, match="figure family 'table'"):
+        draw("table", summary, binned, "finetuned")
+
+
+def test_notebook_stage_writes_everything_or_nothing(tmp_path, params):
+    summary, binned = tables(modes=("finetuned",))
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    binned.to_csv(tmp_path / "binned.csv", index=False)
+    figures = tmp_path / "figures"
+
+    def run(mode):
+        out = tmp_path / f"downstream_{mode}"
+        return out, run_stage(
+            "notebook.py", params, tmp_path, "--notebook", "notebooks/downstream.ipynb",
+            "--out", f"{out}.ipynb", "--html", f"{out}.html", "--figures", str(figures),
+            "-p", f"mode={mode}", "-p", f"summary={tmp_path / 'summary.csv'}",
+            "-p", f"binned={tmp_path / 'binned.csv'}",
+        )  # fmt: skip
+
+    out, proc = run("finetuned")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in figures.iterdir()) == [
+        f"downstream_{family}_finetuned.{ext}" for family in ("btag", "jetclass")
+        for ext in ("pdf", "png")
+    ]  # fmt: skip
+    assert "Downstream figures" in out.with_suffix(".html").read_text()
+    assert '"parameters"' in out.with_suffix(".ipynb").read_text()
+
+    out, proc = run("frozen")  # no frozen runs in the tables: the first figure cell fails
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1
+    assert "mode 'frozen'" in errors[0]
+    assert not out.with_suffix(".ipynb").exists() and not out.with_suffix(".html").exists()
+    assert len(list(figures.iterdir())) == 4  # nothing added, no temporary folder left
