@@ -62,7 +62,12 @@ def test_figure_families_have_the_paper_panels_names_and_bands():
 def test_one_size_is_drawn_as_points_with_error_bars():
     summary, binned = tables(sizes=(1000,))
     fig = draw("jetclass", summary, binned, "finetuned")
-    assert sum(isinstance(c, ErrorbarContainer) for c in fig.axes[0].containers) == 2
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2
+    xs = [bar.lines[0].get_xdata()[0] for bar in bars]  # side by side, close to the one size
+    assert xs[0] != xs[1] and all(abs(x / 1000 - 1) < 0.05 for x in xs)
+    assert ax.get_xlim() == pytest.approx((1000 / 10**0.5, 1000 * 10**0.5))
     plt.close(fig)
 
 

@@ -6,6 +6,7 @@ the mean over seeds, bands (or error bars) one standard deviation."""
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import NullFormatter
 
 from mpm.errors import InputError
 from mpm.plotting.style import label, use_style
@@ -54,8 +55,12 @@ def draw_panel(ax, table: pd.DataFrame, task: str, mode: str) -> None:
     metric, x, xlabel, ylabel, logx = PANELS[task]
     rows = _rows(table, task, mode)
     known = [b for b in BACKBONES if b in set(rows["backbone"])]
-    for backbone in known + sorted(set(rows["backbone"]) - set(known)):
+    order = known + sorted(set(rows["backbone"]) - set(known))
+    single = rows[x].nunique() == 1
+    for k, backbone in enumerate(order):
         line = rows[rows["backbone"] == backbone].sort_values(x)
+        if single:  # side by side around the one x value, so error bars do not hide each other
+            line = line.assign(**{x: line[x] * 10 ** (0.02 * (k - (len(order) - 1) / 2))})
         name = BACKBONES.get(backbone, backbone)
         colour = COLOURS.get(backbone)
         style = "--" if backbone == "random" else "-"
@@ -68,6 +73,10 @@ def draw_panel(ax, table: pd.DataFrame, task: str, mode: str) -> None:
                         label=name, capsize=4, ms=8)  # fmt: skip
     if logx:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: no crowded labels
+    if single:  # a decade around the one value: the side-by-side offsets stay visibly small
+        value = rows[x].iloc[0]
+        ax.set_xlim(value / 10**0.5, value * 10**0.5) if logx else ax.set_xlim(value - 1, value + 1)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     seeds = int(rows["seeds"].max())
