@@ -87,6 +87,7 @@ def _pretrain(params, tmp_path, *args):
                         "layer": "prenorm",
                         "features": "all",
                         "ids": True,
+                        "layer_scale_init": 0.1,
                     }
                 },
             ),
@@ -105,11 +106,17 @@ def _pretrain(params, tmp_path, *args):
                         "layer": "post",
                         "features": "all",
                         "ids": True,
+                        "layer_scale_init": 0.1,
                     }
                 },
             ),
             ("--backbone", "regression"),
             "'model.encoder.layer' must be one of",
+        ),
+        (
+            ("model", {"decoder": {"dim": 16, "depth": 1, "heads": 2, "layer_scale_init": 0}}),
+            ("--backbone", "regression"),
+            "'model.decoder.layer_scale_init' must be",
         ),
         (None, ("--backbone", "vqvae", "--tokenizer", "/nonexistent/v.pt"), "v.pt: VQ-VAE"),
         (None, ("--backbone", "nonsense"), "'--backbone' must be one of"),
