@@ -114,7 +114,8 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
     assert "generation.json" in metrics and "jets_per_s_per_core" in metrics
     assert (repo / "results/figures/data_sanity.png").stat().st_size > 10_000
     assert "linear_probe_accuracy" in metrics and "val_codebook_usage" in metrics
-    assert "train/total" in _run(["dvc", "plots", "show", "--json"], repo, env)
+    plots = _run(["dvc", "plots", "show", "--json"], repo, env)
+    assert "train/total" in plots and "pretraining_validation_loss" in plots  # stage, top level
     assert "val/codebook_usage" in metrics  # the VQ-VAE tokenizer
     assert (repo / "results/figures/training_curves.png").stat().st_size > 10_000
     assert "gain_over_random" in metrics  # the downstream headline numbers
