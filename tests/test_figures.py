@@ -1,9 +1,11 @@
-"""Downstream figures (Figs. 2, 3, 6, 7) from aggregated tables, and the notebook stage that
-draws them: what each panel shows, one-line errors, nothing left behind by a failing cell."""
+"""Downstream figures (Figs. 2, 3, 6, 7) from aggregated tables, the input figure (Fig. 4),
+and the notebook stage that draws them: what each panel shows, one-line errors, nothing left
+behind by a failing cell."""
 
 import itertools
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
@@ -12,6 +14,8 @@ from matplotlib.container import ErrorbarContainer
 from conftest import run_stage
 from mpm.errors import InputError
 from mpm.plotting.downstream import draw
+from mpm.plotting.inputs import draw as draw_inputs
+from mpm.plotting.inputs import tail_fractions
 
 SCALARS = {"jetclass": "accuracy", "cwola": "sic_at_fpr_1pct", "btag": "accuracy",
            "vertex": "ari", "track": "balanced_accuracy"}  # fmt: skip
@@ -109,3 +113,25 @@ def test_notebook_stage_writes_everything_or_nothing(tmp_path, params):
     assert "mode 'frozen'" in errors[0]
     assert not out.with_suffix(".ipynb").exists() and not out.with_suffix(".html").exists()
     assert len(list(figures.iterdir())) == 4  # nothing added, no temporary folder left
+
+
+def test_input_figure_and_tail_fractions():
+    rng = np.random.default_rng(0)
+
+    def constituents(n, scale):
+        transformed = rng.standard_normal((n, 7)) * scale
+        raw = np.abs(transformed) + 0.01  # positive, so every feature's binning works
+        return {"raw": raw, "transformed": transformed, "charged": np.arange(n) % 2 == 0}
+
+    datasets = {"JetClass": constituents(4000, 1.0), "BTag": constituents(4000, 2.0)}
+    tails = tail_fractions(datasets)
+    assert list(tails.columns) == ["JetClass", "BTag"] and len(tails) == 7
+    assert (tails["JetClass"] < 0.01).all() and (tails["BTag"] > 0.08).all()  # |z| > 3 at 2 sigma
+    # impact parameters count charged constituents only
+    datasets["BTag"]["transformed"][~datasets["BTag"]["charged"], 3] = 10.0
+    assert tail_fractions(datasets)["BTag"]["d0"] == pytest.approx(tails["BTag"]["d0"])
+    fig = draw_inputs(datasets)
+    assert len(fig.axes) == 14
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["JetClass", "BTag"]
+    assert fig.axes[0].get_xscale() == "log" and fig.axes[1].get_xscale() == "linear"
+    plt.close(fig)

@@ -121,7 +121,7 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
     assert "gain_over_random" in metrics  # the downstream headline numbers
     assert "w1_jet_mass_gev_real_vs_real" in metrics and "ssfm_generation" in metrics
     for figure in ("reconstruction", "ssfm_generation", "downstream_jetclass_finetuned",
-                   "downstream_btag_finetuned"):  # fmt: skip
+                   "downstream_btag_finetuned", "inputs"):  # fmt: skip
         assert (repo / f"results/figures/{figure}.png").stat().st_size > 10_000
 
     # `dvc exp run -S mask_rate=...` re-runs exactly the stages that use the mask rate, and
