@@ -12,13 +12,13 @@ from matplotlib.collections import PolyCollection
 from matplotlib.container import ErrorbarContainer
 
 from conftest import run_stage
+from mpm.downstream.aggregate import HEADLINE
 from mpm.errors import InputError
 from mpm.plotting.downstream import draw
 from mpm.plotting.inputs import draw as draw_inputs
 from mpm.plotting.inputs import tail_fractions
 
-SCALARS = {"jetclass": "accuracy", "cwola": "sic_at_fpr_1pct", "btag": "accuracy",
-           "vertex": "ari", "track": "balanced_accuracy"}  # fmt: skip
+SCALARS = HEADLINE  # each task's headline metric, as the aggregate stage names it
 BINNED = {"vertex": "ari_by_n_secondary_vertices", "track": "balanced_accuracy_by_n_tracks"}
 
 

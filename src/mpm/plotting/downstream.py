@@ -9,19 +9,8 @@ import pandas as pd
 from matplotlib.ticker import NullFormatter
 
 from mpm.errors import InputError
-from mpm.plotting.style import label, use_style
+from mpm.plotting.style import BACKBONE_COLOURS, BACKBONE_NAMES, label, use_style
 
-# The paper's names, in its legend order, each with a fixed colour across every figure.
-BACKBONES = {
-    "regression": "Regression",
-    "kmeans": "K-Means",
-    "vqvae": "VQ-VAE",
-    "flow": "CNF",
-    "cfm": "CFM",
-    "ssfm": "SSFM",
-    "random": "Random init",
-}
-COLOURS = dict(zip(BACKBONES, ["C0", "C1", "C2", "C3", "C4", "C5", "black"]))
 MODE_TITLES = {"finetuned": "Fine-tuned backbone", "frozen": "Fixed backbone"}
 DATASETS = {"jetclass": "JetClass", "cwola": "CWoLa", "btag": "BTag", "vertex": "BTag",
             "track": "BTag"}  # fmt: skip
@@ -52,17 +41,17 @@ def _rows(table: pd.DataFrame, task: str, mode: str) -> pd.DataFrame:
 def draw_panel(ax, table: pd.DataFrame, task: str, mode: str) -> None:
     """One panel: every backbone's mean (line, or points when there is one x value) and its
     spread over seeds (band, or error bars)."""
-    metric, x, xlabel, ylabel, logx = PANELS[task]
+    _, x, xlabel, ylabel, logx = PANELS[task]
     rows = _rows(table, task, mode)
-    known = [b for b in BACKBONES if b in set(rows["backbone"])]
+    known = [b for b in BACKBONE_NAMES if b in set(rows["backbone"])]
     order = known + sorted(set(rows["backbone"]) - set(known))
     single = rows[x].nunique() == 1
     for k, backbone in enumerate(order):
         line = rows[rows["backbone"] == backbone].sort_values(x)
         if single:  # side by side around the one x value, so error bars do not hide each other
             line = line.assign(**{x: line[x] * 10 ** (0.02 * (k - (len(order) - 1) / 2))})
-        name = BACKBONES.get(backbone, backbone)
-        colour = COLOURS.get(backbone)
+        name = BACKBONE_NAMES.get(backbone, backbone)
+        colour = BACKBONE_COLOURS.get(backbone)
         style = "--" if backbone == "random" else "-"
         if len(line) > 1:
             ax.plot(line[x], line["mean"], style, marker="o", color=colour, label=name, lw=2)
@@ -76,12 +65,15 @@ def draw_panel(ax, table: pd.DataFrame, task: str, mode: str) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: no crowded labels
     if single:  # a decade around the one value: the side-by-side offsets stay visibly small
         value = rows[x].iloc[0]
-        ax.set_xlim(value / 10**0.5, value * 10**0.5) if logx else ax.set_xlim(value - 1, value + 1)
+        if logx:
+            ax.set_xlim(value / 10**0.5, value * 10**0.5)
+        else:
+            ax.set_xlim(value - 1, value + 1)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     seeds = int(rows["seeds"].max())
     title = f"{MODE_TITLES.get(mode, mode)}, {seeds} seed{'s' * (seeds > 1)}"
-    if PANELS[task][1] == "bin":
+    if x == "bin":
         title += f"\n{int(rows['size'].iloc[0])} training jets"
     ax.legend(fontsize=13, title=title, title_fontsize=13, loc="best")
     label(ax, rlabel=DATASETS[task])

@@ -11,17 +11,8 @@ import pandas as pd
 from mpm.data import schema
 from mpm.data.h5io import open_jets
 from mpm.data.preprocess import load_preprocessor
-from mpm.plotting.style import label, use_style
+from mpm.plotting.style import FEATURE_LABELS, label, use_style
 
-LABELS = {
-    "pt": r"$p_\mathrm{T}$ [GeV]",
-    "deta": r"$\Delta\eta$",
-    "dphi": r"$\Delta\phi$",
-    "d0": r"$d_0$ [mm]",
-    "d0_err": r"$\sigma(d_0)$ [mm]",
-    "z0": r"$z_0$ [mm]",
-    "z0_err": r"$\sigma(z_0)$ [mm]",
-}
 IMPACT = set(schema.IMPACT_PARAMETER_FEATURES)
 TAIL = 3.0  # |transformed value| beyond which a constituent counts as in the tails
 
@@ -76,8 +67,8 @@ def draw(datasets: dict[str, dict]) -> plt.Figure:
             axes[1, j].hist(np.clip(_values(data, "transformed", j), -5, 5),
                             np.linspace(-5, 5, 51), label=name, **style)  # fmt: skip
         axes[0, j].set_xscale(scale)
-        axes[0, j].set_xlabel(LABELS[feature] + (" (charged)" if j in IMPACT else ""))
-        axes[1, j].set_xlabel(f"transformed {LABELS[feature].split(' [')[0]}")
+        axes[0, j].set_xlabel(FEATURE_LABELS[feature] + (" (charged)" if j in IMPACT else ""))
+        axes[1, j].set_xlabel(f"transformed {FEATURE_LABELS[feature].split(' [')[0]}")
         for ax in axes[:, j]:
             ax.set_yscale("log")
     for ax in axes[:, 0]:

@@ -4,10 +4,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mpm.evaluation.reconstruction import MaskedJets, Reconstruction
-from mpm.plotting.style import label, use_style
+from mpm.plotting.style import (
+    BACKBONE_COLOURS,
+    BACKBONE_NAMES,
+    FEATURE_LABELS,
+    label,
+    use_style,
+)
 
-AXES = (r"$p_\mathrm{T}$ [GeV]", r"$\Delta\eta$", r"$\Delta\phi$")
-COLOURS = {"regression": "C0", "kmeans": "C1", "flow": "C2", "cfm": "C3", "ssfm": "C4"}
+AXES = tuple(FEATURE_LABELS[f] for f in ("pt", "deta", "dphi"))
 
 
 def _bins(values: np.ndarray, feature: int) -> np.ndarray:
@@ -37,8 +42,8 @@ def draw_reconstructions(
             ax.hist(surviving[:, f], bins, color="tab:blue", alpha=0.45, label="surviving")
             for name, rec in reconstructions.items():
                 values = np.concatenate([surviving[:, f], rec.dropped[owner == j, f]])
-                ax.hist(values, bins, histtype="step", lw=2.2, label=name,
-                        color=COLOURS.get(name))  # fmt: skip
+                ax.hist(values, bins, histtype="step", lw=2.2, label=BACKBONE_NAMES.get(name, name),
+                        color=BACKBONE_COLOURS.get(name))  # fmt: skip
             if f == 0:
                 ax.set_xscale("log")
             ax.set_xlabel(AXES[f])
@@ -63,8 +68,8 @@ def draw_generation(generation: dict) -> plt.Figure:
         low = max(float(np.percentile(real, 0.5)), 1e-2)
         bins = spacing(low, float(np.percentile(real, 99.5)), 31)
         ax.hist(real, bins, color="0.75", density=True, label="real jets")
-        ax.hist(generated, bins, histtype="step", lw=2.2, density=True, color=COLOURS["ssfm"],
-                label="SSFM, $D_f = 0$")  # fmt: skip
+        ax.hist(generated, bins, histtype="step", lw=2.2, density=True,
+                color=BACKBONE_COLOURS["ssfm"], label="SSFM, $D_f = 0$")  # fmt: skip
         if spacing is np.geomspace:
             ax.set_xscale("log")
             ax.set_yscale("log")

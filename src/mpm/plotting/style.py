@@ -14,6 +14,27 @@ from mpm.atomic import atomic_file  # noqa: E402
 EXPERIMENT = "MPMv2"
 FORMATS = ("pdf", "png")
 
+# The paper's backbone names, in its legend order, each with one colour across every figure.
+BACKBONE_NAMES = {
+    "regression": "Regression",
+    "kmeans": "K-Means",
+    "vqvae": "VQ-VAE",
+    "flow": "CNF",
+    "cfm": "CFM",
+    "ssfm": "SSFM",
+    "random": "Random init",
+}
+BACKBONE_COLOURS = dict(zip(BACKBONE_NAMES, ["C0", "C1", "C2", "C3", "C4", "C5", "black"]))
+FEATURE_LABELS = {  # axis labels of the constituent features (schema.CONTINUOUS_FEATURES)
+    "pt": r"$p_\mathrm{T}$ [GeV]",
+    "deta": r"$\Delta\eta$",
+    "dphi": r"$\Delta\phi$",
+    "d0": r"$d_0$ [mm]",
+    "d0_err": r"$\sigma(d_0)$ [mm]",
+    "z0": r"$z_0$ [mm]",
+    "z0_err": r"$\sigma(z_0)$ [mm]",
+}
+
 
 def use_style() -> None:
     mplhep.style.use("CMS")
