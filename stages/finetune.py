@@ -10,10 +10,10 @@ import argparse
 from pathlib import Path
 
 from mpm.cli import run_stage
-from mpm.downstream.finetune import MODES, TASKS
+from mpm.downstream.finetune import MODES, TASKS, validate_params
 from mpm.downstream.run import finetune
 from mpm.errors import InputError
-from mpm.params import get, non_negative_int, one_of, positive_float, positive_int
+from mpm.params import non_negative_int, one_of, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,20 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preprocessor", default="data/preprocessor/quantile.joblib")
     parser.add_argument("--out", required=True, help="run folder (metrics.json, predictions.csv)")
 
-
-def _validate(params: dict) -> None:
-    recipe = "finetune.recipe"
-    for key in ("max_steps", "batch_size", "n_val_jets", "val_every_steps", "patience"):
-        positive_int(get(params, f"{recipe}.{key}"), f"{recipe}.{key}")
-    positive_int(get(params, f"{recipe}.n_test_jets"), f"{recipe}.n_test_jets", allow_none=True)
-    for key in ("freeze_steps", "ramp_steps"):
-        non_negative_int(get(params, f"{recipe}.{key}"), f"{recipe}.{key}")
-    for key in ("head_lr", "backbone_lr", "weight_decay", "grad_clip"):
-        positive_float(get(params, f"{recipe}.{key}"), f"{recipe}.{key}")
-    for key in ("dim", "heads", "depth", "hidden"):
-        positive_int(get(params, f"finetune.head.{key}"), f"finetune.head.{key}")
-    if get(params, "finetune.head.dim") % get(params, "finetune.head.heads"):
-        raise InputError("params: 'finetune.head.dim' must be divisible by 'finetune.head.heads'")
 
 
 def _int(value: str, name: str) -> int:
@@ -54,7 +40,7 @@ def body(params: dict, args: argparse.Namespace) -> None:
     mode = one_of(args.mode, "--mode", MODES)
     size = None if args.size == "all" else positive_int(_int(args.size, "--size"), "--size")
     seed = non_negative_int(_int(args.seed, "--seed"), "--seed")
-    _validate(params)
+    validate_params(params)
     finetune(task, Path(args.backbone), mode, size, seed, params, Path(args.data),
              Path(args.preprocessor), Path(args.out))  # fmt: skip
 

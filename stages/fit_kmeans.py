@@ -1,6 +1,7 @@
 """DVC stage `fit_kmeans`: the k-means tokenizer of the k-means backbone.
 
-Fits K centroids to the preprocessed features (the set of `model.encoder.features`) of every
+Fits K centroids to the preprocessed features (the set of `model.encoder.features`, or of
+--features: the Table 1 ablation's MPMv1 rows tokenize the kinematics only) of every
 constituent of the first N JetClass training jets (faiss on CPU, torchpq on CUDA) and reports
 the quantisation error and the codebook usage on validation jets.
 """
@@ -34,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preprocessor", default="data/preprocessor/quantile.joblib")
     parser.add_argument("--out", default="models/tokenizers/kmeans.pt")
     parser.add_argument("--metrics", default="results/tokenizers/kmeans.json")
+    parser.add_argument("--features", help=f"one of {', '.join(FEATURE_SETS)} "
+                        "(default: params model.encoder.features)")  # fmt: skip
 
 
 def body(params: dict, args: argparse.Namespace) -> None:
@@ -43,8 +46,11 @@ def body(params: dict, args: argparse.Namespace) -> None:
     iterations = positive_int(get(params, f"{name}.iterations"), f"{name}.iterations")
     backend = one_of(get(params, f"{name}.backend"), f"{name}.backend", BACKENDS)
     seed = get(params, "seed")
-    features = one_of(get(params, "model.encoder.features"), "model.encoder.features",
-                      FEATURE_SETS)  # fmt: skip
+    if args.features is None:
+        features = one_of(get(params, "model.encoder.features"), "model.encoder.features",
+                          FEATURE_SETS)  # fmt: skip
+    else:
+        features = one_of(args.features, "--features", FEATURE_SETS)
     data, pre = Path(args.data), Path(args.preprocessor)
     points = training_points(data / "train.h5", pre, n_jets, seed, features)
     tic = time.perf_counter()

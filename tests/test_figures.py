@@ -17,6 +17,8 @@ from mpm.errors import InputError
 from mpm.plotting.downstream import draw
 from mpm.plotting.inputs import draw as draw_inputs
 from mpm.plotting.inputs import tail_fractions
+from mpm.plotting.sweeps import draw as draw_sweeps
+from mpm.plotting.sweeps import read_sweeps
 
 SCALARS = HEADLINE  # each task's headline metric, as the aggregate stage names it
 BINNED = {"vertex": "ari_by_n_secondary_vertices", "track": "balanced_accuracy_by_n_tracks"}
@@ -135,3 +137,28 @@ def test_input_figure_and_tail_fractions():
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["JetClass", "BTag"]
     assert fig.axes[0].get_xscale() == "log" and fig.axes[1].get_xscale() == "linear"
     plt.close(fig)
+
+
+def _sweep_table(path):
+    points = [("decoder_depth", 1, 0.50), ("decoder_depth", 2, 0.55), ("mask_rate", 0.3, 0.55),
+              ("mask_rate", 0.9, 0.45), ("mask_rate", 0.6, 0.52)]  # fmt: skip
+    table = pd.DataFrame(points, columns=["sweep", "value", "accuracy"]).assign(steps=120)
+    table.to_csv(path, index=False)
+    return table
+
+
+def test_sweep_figure_draws_each_sweep_in_percent_sorted_by_value(tmp_path):
+    _sweep_table(tmp_path / "sweeps.csv")
+    table = read_sweeps(tmp_path / "sweeps.csv")
+    fig = draw_sweeps(table)
+    top, bottom = fig.axes
+    assert top.get_xlabel() == "Decoder depth" and bottom.get_xlabel() == "Mask rate"
+    x, y = bottom.lines[0].get_data()
+    assert list(x) == [0.3, 0.6, 0.9] and list(y) == pytest.approx([55, 52, 45])
+    assert "120 steps" in bottom.get_legend().get_texts()[0].get_text()
+    plt.close(fig)
+    table[table["sweep"] == "decoder_depth"].to_csv(tmp_path / "depth_only.csv", index=False)
+    with pytest.raises(InputError, match="no 'mask_rate' sweep"):
+        read_sweeps(tmp_path / "depth_only.csv")
+    with pytest.raises(InputError, match="missing.csv: not found"):
+        read_sweeps(tmp_path / "missing.csv")

@@ -15,7 +15,7 @@ from mpm.tasks.generative import ConditionalFlow, FlowMatching, time_embedding
 from mpm.tasks.reconstruction import ParticleID, Regression, TokenClassification
 from mpm.tokenizers.kmeans import KMeansTokenizer
 from mpm.tokenizers.vqvae import VQVAE, VQVAETokenizer, load_vqvae, save_vqvae
-from mpm.training.ablation import TABLE1_ROWS, apply_overrides
+from mpm.ablation import TABLE1_ROWS, apply_overrides
 from mpm.training.pretrain import PretrainModule
 
 

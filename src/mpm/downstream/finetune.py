@@ -17,7 +17,9 @@ from torch import nn
 
 from mpm.data import schema
 from mpm.downstream.heads import JetClassifier, TrackClassifier, VertexFinder
+from mpm.errors import InputError
 from mpm.models.encoder import JetEncoder
+from mpm.params import get, non_negative_int, positive_float, positive_int
 
 MODES = ("finetuned", "frozen")
 
@@ -137,3 +139,18 @@ class FinetuneModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+def validate_params(params: dict) -> None:
+    """One-line InputError for the first invalid setting of the params this module reads."""
+    recipe = "finetune.recipe"
+    for key in ("max_steps", "batch_size", "n_val_jets", "val_every_steps", "patience"):
+        positive_int(get(params, f"{recipe}.{key}"), f"{recipe}.{key}")
+    positive_int(get(params, f"{recipe}.n_test_jets"), f"{recipe}.n_test_jets", allow_none=True)
+    for key in ("freeze_steps", "ramp_steps"):
+        non_negative_int(get(params, f"{recipe}.{key}"), f"{recipe}.{key}")
+    for key in ("head_lr", "backbone_lr", "weight_decay", "grad_clip"):
+        positive_float(get(params, f"{recipe}.{key}"), f"{recipe}.{key}")
+    for key in ("dim", "heads", "depth", "hidden"):
+        positive_int(get(params, f"finetune.head.{key}"), f"finetune.head.{key}")
+    if get(params, "finetune.head.dim") % get(params, "finetune.head.heads"):
+        raise InputError("params: 'finetune.head.dim' must be divisible by 'finetune.head.heads'")

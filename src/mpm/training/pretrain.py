@@ -8,10 +8,12 @@ from torch import nn
 
 from mpm.errors import InputError
 from mpm.models.bert import BertStyleModel
-from mpm.models.encoder import JetEncoder, feature_index
+from mpm.models.encoder import FEATURE_SETS, JetEncoder, feature_index
+from mpm.models.layers import LAYERS
 from mpm.models.mae import MaskedAutoencoder
 from mpm.models.masking import choose_dropped
 from mpm.models.ssfm import SetToSetFlowMatching
+from mpm.params import fraction, get, non_negative_int, one_of, positive_float, positive_int
 from mpm.tasks.generative import ConditionalFlow, FlowMatching
 from mpm.tasks.reconstruction import ParticleID, Regression, TokenClassification
 from mpm.tokenizers.kmeans import KMeansTokenizer, load_centroids
@@ -179,3 +181,32 @@ class PretrainModule(L.LightningModule):
     def configure_optimizers(self):
         params = [*self.model.parameters(), *self.tasks.parameters()]
         return adamw_warmup_exponential(params, self.cfg, self.cfg["weight_decay"])
+
+def validate_params(params: dict) -> None:
+    """One-line InputError for the first invalid setting of the params this module reads."""
+    fraction(get(params, "mask_rate"), "mask_rate")
+    one_of(get(params, "model.variant"), "model.variant", VARIANTS)
+    for group in ("encoder", "decoder"):
+        for key in ("dim", "depth", "heads"):
+            positive_int(get(params, f"model.{group}.{key}"), f"model.{group}.{key}")
+        positive_float(get(params, f"model.{group}.layer_scale_init"),
+                       f"model.{group}.layer_scale_init")  # fmt: skip
+        if get(params, f"model.{group}.dim") % get(params, f"model.{group}.heads"):
+            raise InputError(f"params: 'model.{group}.dim' must be divisible by "
+                             f"'model.{group}.heads'")  # fmt: skip
+    non_negative_int(get(params, "model.encoder.registers"), "model.encoder.registers")
+    one_of(get(params, "model.encoder.layer"), "model.encoder.layer", LAYERS)
+    one_of(get(params, "model.encoder.features"), "model.encoder.features", FEATURE_SETS)
+    one_of(get(params, "model.encoder.ids"), "model.encoder.ids", (True, False))
+    one_of(get(params, "trainer.compile"), "trainer.compile", (True, False))
+    for key in ("steps", "batch_size", "n_val_jets", "val_every_steps", "warmup_steps"):
+        positive_int(get(params, f"pretrain.{key}"), f"pretrain.{key}")
+    positive_int(get(params, "pretrain.n_train_jets"), "pretrain.n_train_jets", allow_none=True)
+    for key in ("lr", "weight_decay", "half_life_steps", "grad_clip"):
+        positive_float(get(params, f"pretrain.{key}"), f"pretrain.{key}")
+    ssfm = "pretrain.tasks.ssfm"
+    low = fraction(get(params, f"{ssfm}.kept_fraction_min"), f"{ssfm}.kept_fraction_min")
+    high = fraction(get(params, f"{ssfm}.kept_fraction_max"), f"{ssfm}.kept_fraction_max", True)
+    if low > high:
+        raise InputError(f"params: '{ssfm}.kept_fraction_min' exceeds kept_fraction_max")
+    positive_int(get(params, f"{ssfm}.sample_steps"), f"{ssfm}.sample_steps")

@@ -12,8 +12,8 @@ from mpm.models.encoder import JetEncoder
 
 @torch.no_grad()
 def pooled_features(encoder: JetEncoder, dataset: JetDataset) -> tuple[np.ndarray, np.ndarray]:
-    """Per jet: mean of the constituent outputs and mean of the register outputs, concatenated;
-    and the labels."""
+    """Per jet: mean of the constituent outputs and mean of the register outputs (if the encoder
+    has registers), concatenated; and the labels."""
     encoder.eval()
     features, labels = [], []
     for batch in make_loader(dataset, 0):
@@ -21,7 +21,8 @@ def pooled_features(encoder: JetEncoder, dataset: JetDataset) -> tuple[np.ndarra
         r = encoder.n_registers
         csts_mask = mask[:, r:, None].float()
         mean = (out[:, r:] * csts_mask).sum(1) / csts_mask.sum(1).clamp(min=1)
-        features.append(torch.cat([mean, out[:, :r].mean(1)], dim=1).numpy())
+        pooled = [mean, out[:, :r].mean(1)] if r else [mean]
+        features.append(torch.cat(pooled, dim=1).numpy())
         labels.append(batch["labels"].numpy())
     return np.concatenate(features), np.concatenate(labels)
 

@@ -1,0 +1,68 @@
+"""DVC stage `ablation`: pre-train one run of the Table 1 ablation or the Fig. 5 sweeps and
+probe its frozen backbone.
+
+The run is Table 1 row --row (1-6; `mpm.ablation.TABLE1_ROWS`) on top of the profile, with
+the shorter schedule of params `ablation.pretrain`, and optionally a swept --decoder-depth or
+--mask-rate (Fig. 5). Its backbone then gets a class-attention head trained on JetClass with
+the backbone frozen (`finetune.head`, `finetune.recipe`, `ablation.probe`). --results receives
+run.json (the run's settings), pretrain.json, the training curves (curves/metrics.csv) and the probe run (probe/), all at
+once when both steps succeeded; --checkpoints lets a killed pre-training resume.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from mpm.ablation import FINAL_ROW, run_params
+from mpm.atomic import atomic_dir
+from mpm.cli import run_stage
+from mpm.downstream.finetune import validate_params as validate_finetune
+from mpm.downstream.run import finetune
+from mpm.params import fraction, get, non_negative_int, one_of, positive_int
+from mpm.training.pretrain import validate_params as validate_pretrain
+from mpm.training.run import pretrain
+
+BACKBONES = ("regression", "kmeans")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", required=True, help=f"one of {', '.join(BACKBONES)}")
+    parser.add_argument("--row", required=True, type=int, help=f"Table 1 row, 1-{FINAL_ROW - 1}")
+    parser.add_argument("--decoder-depth", type=int, help="Fig. 5: decoder depth of the run")
+    parser.add_argument("--mask-rate", type=float, help="Fig. 5: mask rate of the run")
+    parser.add_argument("--data", default="data/processed/jetclass", help="converted JetClass")
+    parser.add_argument("--preprocessor", default="data/preprocessor/quantile.joblib")
+    parser.add_argument("--tokenizer", help="k-means tokenizer file (kmeans backbone)")
+    parser.add_argument("--out", required=True, help="backbone artifact (.pt)")
+    parser.add_argument("--checkpoints", required=True, help="checkpoint folder (resumable)")
+    parser.add_argument("--results", required=True, help="run folder: metrics, curves, probe")
+
+
+def body(params: dict, args: argparse.Namespace) -> None:
+    backbone = one_of(args.backbone, "--backbone", BACKBONES)
+    one_of(args.row, "--row", range(1, FINAL_ROW))
+    if args.decoder_depth is not None:
+        positive_int(args.decoder_depth, "--decoder-depth")
+    if args.mask_rate is not None:
+        fraction(args.mask_rate, "--mask-rate")
+    for key in ("steps", "warmup_steps", "val_every_steps"):
+        positive_int(get(params, f"ablation.pretrain.{key}"), f"ablation.pretrain.{key}")
+    probe_jets = positive_int(get(params, "ablation.probe.jets"), "ablation.probe.jets")
+    probe_seed = non_negative_int(get(params, "ablation.probe.seed"), "ablation.probe.seed")
+    params = run_params(params, args.row, args.decoder_depth, args.mask_rate)
+    validate_pretrain(params)
+    validate_finetune(params)
+    data, preprocessor = Path(args.data), Path(args.preprocessor)
+    run = {"backbone": backbone, "row": args.row, "steps": get(params, "pretrain.steps"),
+           "decoder_depth": get(params, "model.decoder.depth"), "mask_rate": params["mask_rate"]}
+    with atomic_dir(args.results) as results:
+        (results / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+        pretrain(backbone, params, data, preprocessor, Path(args.out), Path(args.checkpoints),
+                 results / "curves", results / "pretrain.json",
+                 None if args.tokenizer is None else Path(args.tokenizer))  # fmt: skip
+        finetune("jetclass", Path(args.out), "frozen", probe_jets, probe_seed, params, data,
+                 preprocessor, results / "probe")  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_stage("ablation", __doc__.splitlines()[0].split(": ", 1)[1], body, add_arguments)

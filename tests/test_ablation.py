@@ -1,0 +1,177 @@
+"""Table 1 and Fig. 5: the settings of each ablation run, the tables built from their probes,
+and the ablation stages end to end on tiny data."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, run_stage
+from mpm.ablation import FINAL_ROW, TABLE1_ROWS, run_params
+from mpm.errors import InputError
+from mpm.tables import (
+    PAPER_TABLE1,
+    read_runs,
+    sweep_table,
+    table1,
+    table1_accuracy,
+    table1_latex,
+    table1_markdown,
+)
+
+SMOKE = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
+
+
+def test_run_params_apply_the_row_the_short_schedule_and_the_sweep():
+    params = run_params(SMOKE, 6, mask_rate=0.7)
+    assert params["mask_rate"] == 0.7 and params["model"]["decoder"]["depth"] == 2
+    assert params["model"]["variant"] == "mae"
+    assert params["model"]["encoder"]["registers"] == SMOKE["model"]["encoder"]["registers"] > 0
+    for key, value in SMOKE["ablation"]["pretrain"].items():
+        assert params["pretrain"][key] == value
+    first = run_params(SMOKE, 1, decoder_depth=3)
+    assert first["model"]["variant"] == "bert" and first["mask_rate"] == 0.3
+    assert first["model"]["encoder"]["features"] == "kinematic"
+    assert first["model"]["decoder"]["depth"] == 3
+    assert SMOKE["model"]["variant"] == "mae" and SMOKE["mask_rate"] == 0.4  # not edited
+
+
+def _accuracy(offset: float = 0.0) -> dict:
+    return {(row, b): 0.40 + 0.02 * row + (0.01 if b == "kmeans" else 0.0) + offset
+            for row in range(1, FINAL_ROW + 1) for b in ("regression", "kmeans")}  # fmt: skip
+
+
+def test_table1_gives_percentages_deltas_and_the_papers_numbers():
+    table = table1(_accuracy())
+    assert list(table["row"]) == list(range(1, FINAL_ROW + 1))
+    assert list(table["configuration"]) == [name for name, _ in TABLE1_ROWS]
+    np.testing.assert_allclose(table["regression"], [42, 44, 46, 48, 50, 52, 54])
+    assert np.isnan(table["kmeans delta"].iloc[0])
+    np.testing.assert_allclose(table["kmeans delta"].iloc[1:], 2.0)
+    assert list(table["paper kmeans"]) == PAPER_TABLE1["kmeans"]
+    np.testing.assert_allclose(table["paper regression delta"].iloc[4], 79.2 - 63.5, atol=0.05)
+    markdown = table1_markdown(table)
+    assert "| MPMv1 using (pT, eta, phi)" in markdown and "44.0 (+2.0)" in markdown
+    assert "79.2 (+15.7)" in markdown  # the paper's column
+    latex = table1_latex(table)
+    assert r"\begin{tabular}" in latex and r"$\eta$" in latex and "40\\% mask rate" in latex
+
+
+def test_table1_names_the_missing_runs():
+    accuracy = _accuracy()
+    del accuracy[(3, "kmeans")]
+    with pytest.raises(InputError, match=r"\(3, 'kmeans'\)"):
+        table1(accuracy)
+
+
+def _write_run(root, name, backbone, row, depth, mask, accuracy):
+    run = root / name
+    (run / "probe").mkdir(parents=True)
+    settings = {"backbone": backbone, "row": row, "steps": 10, "decoder_depth": depth,
+                "mask_rate": mask}  # fmt: skip
+    (run / "run.json").write_text(json.dumps(settings))
+    (run / "probe" / "metrics.json").write_text(json.dumps({"accuracy": accuracy}))
+
+
+def _write_ablation(root):
+    """Rows 1-6 of both backbones, two sweep runs, and the final probes."""
+    runs, final = root / "runs", root / "final"
+    for row in range(1, FINAL_ROW):
+        for b in ("regression", "kmeans"):
+            _write_run(runs, f"{b}-row{row}", b, row, 2, 0.3, _accuracy()[(row, b)])
+    _write_run(runs, "kmeans-depth3", "kmeans", 6, 3, 0.3, 0.60)
+    _write_run(runs, "kmeans-mask0.7", "kmeans", 6, 2, 0.7, 0.50)
+    for b in ("regression", "kmeans"):
+        (final / b).mkdir(parents=True)
+        (final / b / "metrics.json").write_text(json.dumps({"accuracy": _accuracy()[(7, b)]}))
+    return runs, final
+
+
+def test_table_rows_and_sweeps_come_from_the_runs_settings(tmp_path):
+    runs_dir, _ = _write_ablation(tmp_path)
+    runs = read_runs(runs_dir)
+    accuracy = table1_accuracy(runs, {"regression": 0.9, "kmeans": 0.95})
+    assert accuracy[(6, "kmeans")] == pytest.approx(_accuracy()[(6, "kmeans")])  # not a sweep run
+    assert accuracy[(FINAL_ROW, "kmeans")] == 0.95
+    sweeps = sweep_table(runs)
+    depth = sweeps[sweeps["sweep"] == "decoder_depth"]
+    mask = sweeps[sweeps["sweep"] == "mask_rate"]
+    assert list(depth["value"]) == [2, 3] and list(depth["accuracy"])[1] == 0.60
+    assert list(mask["value"]) == [0.3, 0.7] and list(mask["run"]) == ["kmeans-row6", "kmeans-mask0.7"]
+    with pytest.raises(InputError, match="ablation.mask_rates"):
+        sweep_table(runs[runs["run"] != "kmeans-mask0.7"])
+
+
+def test_ablation_tables_stage_writes_every_format_or_nothing(tmp_path, params):
+    runs, final = _write_ablation(tmp_path / "ablation")
+    out, metrics = tmp_path / "tables", tmp_path / "table1.json"
+    args = ("--runs", str(runs), "--final", str(final), "--out", str(out), "--metrics", str(metrics))
+    proc = run_stage("ablation_tables.py", params, tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["sweeps.csv", "table1.csv", "table1.md", "table1.tex"]
+    table = pd.read_csv(out / "table1.csv")
+    assert table["kmeans"].iloc[-1] == pytest.approx(100 * _accuracy()[(7, "kmeans")])
+    assert json.loads(metrics.read_text())["regression"]["row1"] == pytest.approx(42.0)
+    # An unfinished run: one line naming its file, and no table.
+    (runs / "kmeans-row4" / "probe" / "metrics.json").unlink()
+    out2 = tmp_path / "tables2"
+    proc = run_stage("ablation_tables.py", params, tmp_path, "--runs", str(runs), "--final",
+                     str(final), "--out", str(out2), "--metrics", str(tmp_path / "m2.json"))  # fmt: skip
+    assert proc.returncode == 2 and not out2.exists() and not (tmp_path / "m2.json").exists()
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ablation_tables: ")
+    assert "kmeans-row4/probe/metrics.json: not found" in proc.stderr
+
+
+def test_ablation_stage_pretrains_a_row_and_probes_it_frozen(jetclass, tmp_path):
+    root, params = jetclass
+    params = {**params, "finetune": {**params["finetune"],
+              "recipe": {**params["finetune"]["recipe"], "n_val_jets": 20, "n_test_jets": 40}}}  # fmt: skip
+    paths = ("--data", str(root / "jetclass"), "--preprocessor", str(root / "pre.joblib"),
+             "--out", str(tmp_path / "b.pt"), "--checkpoints", str(tmp_path / "ckpt"),
+             "--results", str(tmp_path / "run"))  # fmt: skip
+    params["ablation"] = {**params["ablation"], "probe": {"jets": 40, "seed": 0}}
+    proc = run_stage("ablation.py", params, tmp_path, "--backbone", "regression", "--row", "1",
+                     "--decoder-depth", "1", *paths)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "run"
+    settings = json.loads((run / "run.json").read_text())
+    assert settings == {"backbone": "regression", "row": 1, "decoder_depth": 1, "mask_rate": 0.3,
+                        "steps": params["ablation"]["pretrain"]["steps"]}  # fmt: skip
+    assert json.loads((run / "pretrain.json").read_text())["steps"] == settings["steps"]
+    probe = json.loads((run / "probe" / "metrics.json").read_text())
+    assert probe["mode"] == "frozen" and probe["n_train"] == 40 and 0 <= probe["accuracy"] <= 1
+    assert (run / "curves" / "metrics.csv").exists() and (tmp_path / "b.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--backbone", "regression", "--row", "7"), "'--row' must be one of"),
+        (("--backbone", "cfm", "--row", "1"), "'--backbone' must be one of"),
+        (("--backbone", "regression", "--row", "6", "--mask-rate", "1.5"), "--mask-rate"),
+        (("--backbone", "kmeans", "--row", "6", "--decoder-depth", "0"), "--decoder-depth"),
+    ],
+)
+def test_ablation_stage_rejects_bad_settings_in_one_line(tmp_path, params, args, message):
+    paths = ("--out", str(tmp_path / "b.pt"), "--checkpoints", str(tmp_path / "c"),
+             "--results", str(tmp_path / "run"))  # fmt: skip
+    proc = run_stage("ablation.py", params, tmp_path, *args, *paths)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: ablation: ") and message in proc.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "b.pt").exists()
+
+
+def test_kinematic_rows_refuse_a_tokenizer_of_all_features(jetclass, tmp_path):
+    root, params = jetclass
+    from mpm.tokenizers.kmeans import save_centroids
+
+    save_centroids(np.random.default_rng(0).normal(size=(8, 7)).astype(np.float32),
+                   tmp_path / "k.pt")  # fmt: skip
+    proc = run_stage("ablation.py", params, tmp_path, "--backbone", "kmeans", "--row", "1",
+                     "--tokenizer", str(tmp_path / "k.pt"), "--data", str(root / "jetclass"),
+                     "--preprocessor", str(root / "pre.joblib"), "--out", str(tmp_path / "b.pt"),
+                     "--checkpoints", str(tmp_path / "c"), "--results", str(tmp_path / "run"))  # fmt: skip
+    assert proc.returncode == 2 and "tokenizer of 7 features" in proc.stderr
+    assert not (tmp_path / "run").exists()
