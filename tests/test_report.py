@@ -1,0 +1,53 @@
+"""results/REPORT.md: every figure linked with its caption, the tables, and the paper beside us."""
+
+import json
+import re
+
+from conftest import run_stage
+from mpm.report import FIGURES
+
+
+def _results(root):
+    (root / "ablation").mkdir(parents=True)
+    (root / "ablation" / "table1.md").write_text("| | kmeans (ours) |\n|---|---|\n| row | 51.0 |\n")
+    (root / "ablation" / "sweeps.csv").write_text(
+        "sweep,value,accuracy,steps,run\nmask_rate,0.3,0.55,120,kmeans-row6\n")
+    (root / "downstream").mkdir()
+    mean = {"random": 0.40, "kmeans": 0.45}
+    entry = {"mean": mean, "gain_over_random": {"kmeans": 0.05}}
+    headline = {"jetclass": {"metric": "accuracy", "size": 1000, "finetuned": entry, "frozen": entry}}
+    (root / "downstream" / "headline.json").write_text(json.dumps(headline))
+    w1 = {"kmeans": {"pt": 0.05, "deta": 0.07, "dphi": 0.07, "mean": 0.06}}
+    (root / "reconstruction.json").write_text(json.dumps({"n_jets": 20, "mask_rate": 0.4, "w1": w1}))
+    (root / "figures").mkdir()
+    for stem, _, _ in FIGURES:
+        (root / "figures" / f"{stem}.png").write_bytes(b"\x89PNG")
+
+
+def test_report_links_every_figure_and_prints_ours_beside_the_paper(tmp_path, params):
+    results = tmp_path / "results"
+    _results(results)
+    report = results / "REPORT.md"
+    args = ("--results", str(results), "--figures", str(results / "figures"), "--out", str(report))
+    proc = run_stage("report.py", params, tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr
+    text = report.read_text()
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert len(links) == len(FIGURES)
+    assert all((report.parent / link).is_file() for link in links)  # relative to the report
+    for stem, paper, caption in FIGURES:
+        assert caption in text
+    assert re.search(r"\|\s*profile\s*\|\s*smoke\s*\|", text) and "| row | 51.0 |" in text
+    assert "K-Means 0.450 (+0.050)" in text and "84.3%" in text  # ours, then the paper's
+    assert "kmeans-row6" in text and "K-Means" in text.split("## Fig. 8")[1]
+
+
+def test_report_names_a_missing_figure_and_writes_nothing(tmp_path, params):
+    results = tmp_path / "results"
+    _results(results)
+    (results / "figures" / "sweeps.png").unlink()
+    report = results / "REPORT.md"
+    args = ("--results", str(results), "--figures", str(results / "figures"), "--out", str(report))
+    proc = run_stage("report.py", params, tmp_path, *args)
+    assert proc.returncode == 2 and "sweeps.png: not found" in proc.stderr
+    assert proc.stderr.strip().startswith("error: report: ") and not report.exists()
