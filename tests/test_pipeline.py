@@ -121,8 +121,13 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
     assert "gain_over_random" in metrics  # the downstream headline numbers
     assert "w1_jet_mass_gev_real_vs_real" in metrics and "ssfm_generation" in metrics
     for figure in ("reconstruction", "ssfm_generation", "downstream_jetclass_finetuned",
-                   "downstream_btag_finetuned", "inputs"):  # fmt: skip
+                   "downstream_btag_finetuned", "inputs", "sweeps"):  # fmt: skip
         assert (repo / f"results/figures/{figure}.png").stat().st_size > 10_000
+    assert "table1.json" in metrics and "row7" in metrics  # Table 1's accuracies
+    table1 = (repo / "results/ablation/table1.md").read_text()
+    assert "MPMv1 using (pT, eta, phi)" in table1 and ("(+" in table1 or "(-" in table1)
+    report = (repo / "results/REPORT.md").read_text()
+    assert "## Table 1" in report and "![sweeps](figures/sweeps.png)" in report
 
     # `dvc exp run -S mask_rate=...` re-runs exactly the stages that use the mask rate, and
     # those that read their outputs, directly or not (curves, reconstructions, fine-tuning of
