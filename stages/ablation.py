@@ -5,8 +5,9 @@ The run is Table 1 row --row (1-6; `mpm.ablation.TABLE1_ROWS`) on top of the pro
 the shorter schedule of params `ablation.pretrain`, and optionally a swept --decoder-depth or
 --mask-rate (Fig. 5). Its backbone then gets a class-attention head trained on JetClass with
 the backbone frozen (`finetune.head`, `finetune.recipe`, `ablation.probe`). --results receives
-run.json (the run's settings), pretrain.json, the training curves (curves/metrics.csv) and the probe run (probe/), all at
-once when both steps succeeded; --checkpoints lets a killed pre-training resume.
+run.json (the run's settings), pretrain.json, the training curves (curves/metrics.csv) and the
+probe run (probe/), all at once when both steps succeeded; --checkpoints lets a killed
+pre-training resume.
 """
 
 import argparse

@@ -99,7 +99,10 @@ def test_table_rows_and_sweeps_come_from_the_runs_settings(tmp_path):
     depth = sweeps[sweeps["sweep"] == "decoder_depth"]
     mask = sweeps[sweeps["sweep"] == "mask_rate"]
     assert list(depth["value"]) == [2, 3] and list(depth["accuracy"])[1] == 0.60
-    assert list(mask["value"]) == [0.3, 0.7] and list(mask["run"]) == ["kmeans-row6", "kmeans-mask0.7"]
+    assert list(mask["value"]) == [0.3, 0.7] and list(mask["run"]) == [
+        "kmeans-row6",
+        "kmeans-mask0.7",
+    ]
     with pytest.raises(InputError, match="ablation.mask_rates"):
         sweep_table(runs[runs["run"] != "kmeans-mask0.7"])
 
@@ -107,18 +110,33 @@ def test_table_rows_and_sweeps_come_from_the_runs_settings(tmp_path):
 def test_ablation_tables_stage_writes_every_format_or_nothing(tmp_path, params):
     runs, final = _write_ablation(tmp_path / "ablation")
     out, metrics = tmp_path / "tables", tmp_path / "table1.json"
-    args = ("--runs", str(runs), "--final", str(final), "--out", str(out), "--metrics", str(metrics))
+    args = (
+        "--runs",
+        str(runs),
+        "--final",
+        str(final),
+        "--out",
+        str(out),
+        "--metrics",
+        str(metrics),
+    )
     proc = run_stage("ablation_tables.py", params, tmp_path, *args)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["sweeps.csv", "table1.csv", "table1.md", "table1.tex"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "sweeps.csv",
+        "table1.csv",
+        "table1.md",
+        "table1.tex",
+    ]
     table = pd.read_csv(out / "table1.csv")
     assert table["kmeans"].iloc[-1] == pytest.approx(100 * _accuracy()[(7, "kmeans")])
     assert json.loads(metrics.read_text())["regression"]["row1"] == pytest.approx(42.0)
     # An unfinished run: one line naming its file, and no table.
     (runs / "kmeans-row4" / "probe" / "metrics.json").unlink()
     out2 = tmp_path / "tables2"
-    proc = run_stage("ablation_tables.py", params, tmp_path, "--runs", str(runs), "--final",
-                     str(final), "--out", str(out2), "--metrics", str(tmp_path / "m2.json"))  # fmt: skip
+    args = ("--runs", str(runs), "--final", str(final), "--out", str(out2), "--metrics",
+            str(tmp_path / "m2.json"))  # fmt: skip
+    proc = run_stage("ablation_tables.py", params, tmp_path, *args)
     assert proc.returncode == 2 and not out2.exists() and not (tmp_path / "m2.json").exists()
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ablation_tables: ")
     assert "kmeans-row4/probe/metrics.json: not found" in proc.stderr
@@ -126,8 +144,8 @@ def test_ablation_tables_stage_writes_every_format_or_nothing(tmp_path, params):
 
 def test_ablation_stage_pretrains_a_row_and_probes_it_frozen(jetclass, tmp_path):
     root, params = jetclass
-    params = {**params, "finetune": {**params["finetune"],
-              "recipe": {**params["finetune"]["recipe"], "n_val_jets": 20, "n_test_jets": 40}}}  # fmt: skip
+    recipe = {**params["finetune"]["recipe"], "n_val_jets": 20, "n_test_jets": 40}
+    params = {**params, "finetune": {**params["finetune"], "recipe": recipe}}
     paths = ("--data", str(root / "jetclass"), "--preprocessor", str(root / "pre.joblib"),
              "--out", str(tmp_path / "b.pt"), "--checkpoints", str(tmp_path / "ckpt"),
              "--results", str(tmp_path / "run"))  # fmt: skip
@@ -172,6 +190,7 @@ def test_kinematic_rows_refuse_a_tokenizer_of_all_features(jetclass, tmp_path):
     proc = run_stage("ablation.py", params, tmp_path, "--backbone", "kmeans", "--row", "1",
                      "--tokenizer", str(tmp_path / "k.pt"), "--data", str(root / "jetclass"),
                      "--preprocessor", str(root / "pre.joblib"), "--out", str(tmp_path / "b.pt"),
-                     "--checkpoints", str(tmp_path / "c"), "--results", str(tmp_path / "run"))  # fmt: skip
+                     "--checkpoints", str(tmp_path / "c"),
+                     "--results", str(tmp_path / "run"))  # fmt: skip
     assert proc.returncode == 2 and "tokenizer of 7 features" in proc.stderr
     assert not (tmp_path / "run").exists()

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO
+from mpm.ablation import TABLE1_ROWS, apply_overrides
 from mpm.errors import InputError
 from mpm.models.encoder import JetEncoder
 from mpm.models.layers import Attention, SwiGLU, Transformer
@@ -15,7 +16,6 @@ from mpm.tasks.generative import ConditionalFlow, FlowMatching, time_embedding
 from mpm.tasks.reconstruction import ParticleID, Regression, TokenClassification
 from mpm.tokenizers.kmeans import KMeansTokenizer
 from mpm.tokenizers.vqvae import VQVAE, VQVAETokenizer, load_vqvae, save_vqvae
-from mpm.ablation import TABLE1_ROWS, apply_overrides
 from mpm.training.pretrain import PretrainModule
 
 

@@ -9,16 +9,21 @@ from mpm.report import FIGURES
 
 def _results(root):
     (root / "ablation").mkdir(parents=True)
-    (root / "ablation" / "table1.md").write_text("| | kmeans (ours) |\n|---|---|\n| row | 51.0 |\n")
+    table1 = "| | kmeans (ours) |\n|---|---|\n| row | 51.0 |\n"
+    (root / "ablation" / "table1.md").write_text(table1)
     (root / "ablation" / "sweeps.csv").write_text(
-        "sweep,value,accuracy,steps,run\nmask_rate,0.3,0.55,120,kmeans-row6\n")
+        "sweep,value,accuracy,steps,run\nmask_rate,0.3,0.55,120,kmeans-row6\n"
+    )
     (root / "downstream").mkdir()
     mean = {"random": 0.40, "kmeans": 0.45}
     entry = {"mean": mean, "gain_over_random": {"kmeans": 0.05}}
-    headline = {"jetclass": {"metric": "accuracy", "size": 1000, "finetuned": entry, "frozen": entry}}
+    headline = {"jetclass": {"metric": "accuracy", "size": 1000, "finetuned": entry,
+                             "frozen": entry}}  # fmt: skip
     (root / "downstream" / "headline.json").write_text(json.dumps(headline))
     w1 = {"kmeans": {"pt": 0.05, "deta": 0.07, "dphi": 0.07, "mean": 0.06}}
-    (root / "reconstruction.json").write_text(json.dumps({"n_jets": 20, "mask_rate": 0.4, "w1": w1}))
+    (root / "reconstruction.json").write_text(
+        json.dumps({"n_jets": 20, "mask_rate": 0.4, "w1": w1})
+    )
     (root / "figures").mkdir()
     for stem, _, _ in FIGURES:
         (root / "figures" / f"{stem}.png").write_bytes(b"\x89PNG")
@@ -35,7 +40,7 @@ def test_report_links_every_figure_and_prints_ours_beside_the_paper(tmp_path, pa
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     assert len(links) == len(FIGURES)
     assert all((report.parent / link).is_file() for link in links)  # relative to the report
-    for stem, paper, caption in FIGURES:
+    for _, _, caption in FIGURES:
         assert caption in text
     assert re.search(r"\|\s*profile\s*\|\s*smoke\s*\|", text) and "| row | 51.0 |" in text
     assert "K-Means 0.450 (+0.050)" in text and "84.3%" in text  # ours, then the paper's

@@ -90,7 +90,7 @@ def build_report(params: dict, results: Path, figures: Path, report: Path) -> st
         "data": params["data"]["source"],
         "encoder": "{dim} wide, {depth} layers, {heads} heads, {registers} registers".format(
             **params["model"]["encoder"]),
-        "pre-training": f"{params['pretrain']['steps']} steps of {params['pretrain']['batch_size']} jets",
+        "pre-training": "{steps} steps of {batch_size} jets".format(**params["pretrain"]),
         "ablation runs": f"{params['ablation']['pretrain']['steps']} steps",
         "downstream seeds": str(params["finetune"]["grid"]["seeds"]),
     }  # fmt: skip
