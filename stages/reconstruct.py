@@ -2,10 +2,11 @@
 SSFM whole-jet generation.
 
 The same seeded test jets, with `reconstruction.mask_rate` of each dropped, go to every model
-(`--model name=path`, repeatable); each samples the dropped constituents. Writes the Fig. 8
-figure (the first `reconstruction.figure_jets` jets), the 1-Wasserstein distance of each
-model's reconstructions to the truth and, for an SSFM model, whole jets generated from nothing
-(D_f = 0) compared with real jets (jet mass, constituent pT) in a second figure.
+(`--model name=path`, repeatable); each samples the dropped constituents. Writes the
+1-Wasserstein distance of each model's reconstructions to the truth and, for an SSFM model,
+of whole jets generated from nothing (D_f = 0) to real jets (jet mass, constituent pT), and
+the samples that notebooks/reconstruction.ipynb draws (Fig. 8: the first
+`reconstruction.figure_jets` jets; the SSFM generation).
 """
 
 import argparse
@@ -21,10 +22,9 @@ from mpm.evaluation.reconstruction import (
     evaluate_generation,
     evaluate_reconstruction,
     load_masked_jets,
+    save_samples,
 )
 from mpm.params import fraction, get, positive_int
-from mpm.plotting.reconstruction import draw_generation, draw_reconstructions
-from mpm.plotting.style import save_figure
 from mpm.training.pretrained import load_pretrained
 
 log = logging.getLogger("reconstruct")
@@ -35,8 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a pre-trained model's name and file (repeatable)")  # fmt: skip
     parser.add_argument("--data", default="data/processed/jetclass/test.h5", help="test jets")
     parser.add_argument("--preprocessor", default="data/preprocessor/quantile.joblib")
-    parser.add_argument("--figure", default="results/figures/reconstruction", help="path stem")
-    parser.add_argument("--generation-figure", help="path stem of the SSFM generation figure")
+    parser.add_argument("--samples", default="results/reconstruction/samples.npz",
+                        help="the figure jets' reconstructions and the SSFM generation (.npz)")
+    parser.add_argument("--generation", action="store_true",
+                        help="also generate whole jets with the (one) SSFM model")  # fmt: skip
     parser.add_argument("--metrics", default="results/reconstruction.json")
 
 
@@ -60,8 +62,8 @@ def body(params: dict, args: argparse.Namespace) -> None:
         raise InputError("params: 'reconstruction.figure_jets' exceeds 'reconstruction.n_jets'")
     models = _models(args.model)
     ssfm = [name for name, m in models.items() if m.hparams.backbone == "ssfm"]
-    if args.generation_figure and len(ssfm) != 1:
-        raise InputError("--generation-figure needs exactly one SSFM model among --model")
+    if args.generation and len(ssfm) != 1:
+        raise InputError("--generation needs exactly one SSFM model among --model")
     preprocessor = load_preprocessor(args.preprocessor)
     jets = load_masked_jets(Path(args.data), Path(args.preprocessor), n_jets, mask_rate, seed)
     log.info("%d jets, %d of %d constituents masked", n_jets, int(jets.dropped.sum()),
@@ -72,17 +74,15 @@ def body(params: dict, args: argparse.Namespace) -> None:
         summary["w1"][name] = {k: round(v, 4) for k, v in reconstructions[name].w1.items()}
         log.info("%s: W1 to the truth (normalised pT, d_eta, d_phi) %s", name,
                  summary["w1"][name])  # fmt: skip
-    figures = [(draw_reconstructions(jets, reconstructions, figure_jets), args.figure)]
-    if args.generation_figure:
+    generation = None
+    if args.generation:
         generation = evaluate_generation(models[ssfm[0]], jets, preprocessor, seed)
         summary["ssfm_generation"] = generation["metrics"]
         log.info("SSFM, D_f = 0: %s", generation["metrics"])
-        figures.append((draw_generation(generation), args.generation_figure))
-    for fig, stem in figures:
-        save_figure(fig, stem)
+    save_samples(Path(args.samples), jets, reconstructions, figure_jets, generation)
     with atomic_file(args.metrics) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("wrote %s and %s", ", ".join(stem for _, stem in figures), args.metrics)
+    log.info("wrote %s and %s", args.samples, args.metrics)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,13 @@ from mpm.evaluation.reconstruction import (
     evaluate_reconstruction,
     jet_mass,
     load_masked_jets,
+    load_samples,
     reconstruction_distances,
+    save_samples,
 )
 from mpm.models.masking import choose_dropped
 from mpm.params import load_params
+from mpm.plotting.reconstruction import draw_generation, draw_reconstructions
 from mpm.tokenizers.kmeans import save_centroids
 from mpm.training.pretrain import PretrainModule
 from mpm.training.pretrained import load_pretrained, save_pretrained
@@ -134,3 +137,21 @@ def test_reconstruction_and_generation_on_converted_jets(jetclass, tmp_path):
     # whole jets of the first half's multiplicities, generated from nothing
     assert len(generation["cst_pt"]["generated"]) == int(n[:30].sum())
     assert (generation["cst_pt"]["generated"] > 0).all()
+    # Saved for the notebook: the figure jets, each model's reconstruction of their dropped
+    # constituents, and the generation, read back as drawn.
+    save_samples(tmp_path / "samples.npz", jets, {"ssfm": rec}, 2, generation)
+    loaded = load_samples(tmp_path / "samples.npz")
+    assert loaded["mask"].shape == loaded["dropped"].shape == (2, jets.mask.shape[1])
+    n_dropped = int(jets.dropped[:2].sum())
+    np.testing.assert_array_equal(loaded["reconstructions"]["ssfm"], rec.dropped[:n_dropped])
+    np.testing.assert_array_equal(loaded["raw"], jets.raw[:2, :, :3])
+    np.testing.assert_array_equal(loaded["generation"]["cst_pt"]["generated"],
+                                  generation["cst_pt"]["generated"])  # fmt: skip
+    fig = draw_reconstructions(loaded)
+    assert len(fig.axes) == 2 * 3
+    assert len(draw_generation(loaded["generation"]).axes) == 2
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="bad.npz: not a reconstruction samples file"):
+        load_samples(tmp_path / "bad.npz")
+    with pytest.raises(InputError, match="none.npz: not found"):
+        load_samples(tmp_path / "none.npz")

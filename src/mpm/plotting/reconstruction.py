@@ -1,9 +1,9 @@
-"""Fig. 8 (masked-jet reconstructions per backbone) and the SSFM whole-jet generation figure."""
+"""Fig. 8 (masked-jet reconstructions per backbone) and the SSFM whole-jet generation figure,
+drawn from the samples of the `reconstruct` stage (`mpm.evaluation.reconstruction.load_samples`)."""
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mpm.evaluation.reconstruction import MaskedJets, Reconstruction
 from mpm.plotting.style import (
     BACKBONE_COLOURS,
     BACKBONE_NAMES,
@@ -24,24 +24,24 @@ def _bins(values: np.ndarray, feature: int) -> np.ndarray:
     return np.linspace(low - pad, high + pad, 16)
 
 
-def draw_reconstructions(
-    jets: MaskedJets, reconstructions: dict[str, Reconstruction], n_jets: int
-) -> plt.Figure:
-    """One row per jet (the first `n_jets`), one column per feature: the original jet (grey),
-    its surviving constituents (blue) and, as lines, surviving + reconstructed per model."""
+def draw_reconstructions(samples: dict) -> plt.Figure:
+    """One row per jet of `samples`, one column per feature: the original jet (grey), its
+    surviving constituents (blue) and, as lines, surviving + reconstructed per model."""
     use_style()
-    mask, dropped = jets.mask.numpy(), jets.dropped.numpy()
+    mask, dropped, raw = samples["mask"], samples["dropped"], samples["raw"]
+    reconstructions = samples["reconstructions"]
     owner = np.nonzero(dropped)[0]  # the jet of each dropped constituent, order of csts[dropped]
+    n_jets = len(mask)
     fig, axes = plt.subplots(n_jets, 3, figsize=(19, 5.5 * n_jets), squeeze=False)
     for j in range(n_jets):
-        original = jets.raw[j][mask[j], :3]
-        surviving = jets.raw[j][mask[j] & ~dropped[j], :3]
+        original = raw[j][mask[j], :3]
+        surviving = raw[j][mask[j] & ~dropped[j], :3]
         for f, ax in enumerate(axes[j]):
             bins = _bins(original[:, f], f)
             ax.hist(original[:, f], bins, color="0.75", label="original")
             ax.hist(surviving[:, f], bins, color="tab:blue", alpha=0.45, label="surviving")
             for name, rec in reconstructions.items():
-                values = np.concatenate([surviving[:, f], rec.dropped[owner == j, f]])
+                values = np.concatenate([surviving[:, f], rec[owner == j, f]])
                 ax.hist(values, bins, histtype="step", lw=2.2, label=BACKBONE_NAMES.get(name, name),
                         color=BACKBONE_COLOURS.get(name))  # fmt: skip
             if f == 0:

@@ -24,7 +24,17 @@ BACKBONE_NAMES = {
     "ssfm": "SSFM",
     "random": "Random init",
 }
-BACKBONE_COLOURS = dict(zip(BACKBONE_NAMES, ["C0", "C1", "C2", "C3", "C4", "C5", "black"]))
+# CMS palette colours (Petroff), chosen so that no backbone takes the grey that figures use for
+# real jets and no two look alike: CNF brown and CFM red instead of the cycle's plum and grey.
+BACKBONE_COLOURS = {
+    "regression": "#5790fc",  # blue
+    "kmeans": "#f89c20",  # orange
+    "vqvae": "#b9ac70",  # khaki
+    "flow": "#a96b59",  # brown
+    "cfm": "#e42536",  # red
+    "ssfm": "#7a21dd",  # violet
+    "random": "black",
+}
 FEATURE_LABELS = {  # axis labels of the constituent features (schema.CONTINUOUS_FEATURES)
     "pt": r"$p_\mathrm{T}$ [GeV]",
     "deta": r"$\Delta\eta$",
