@@ -2,8 +2,9 @@
 
 Writes runs.csv (one row per run and metric), summary.csv (mean, standard deviation and number
 of seeds per task, backbone, mode, size and metric), binned.csv (ARI by number of secondary
-vertices, balanced accuracy by number of tracks, averaged over seeds) and the headline JSON:
-each backbone's metric at each task's smallest size and its gain over the random backbone.
+vertices, balanced accuracy by number of tracks, averaged over seeds) and the headline, as
+JSON (DVC metrics) and as headline.csv (DVC plots): each backbone's metric at each task's
+smallest size and its gain over the random backbone.
 """
 
 import argparse
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from mpm.atomic import atomic_file
 from mpm.cli import run_stage
-from mpm.downstream.aggregate import grid_runs, headline, over_seeds, read_runs
+from mpm.downstream.aggregate import grid_runs, headline, headline_table, over_seeds, read_runs
 from mpm.errors import InputError
 from mpm.params import get
 
@@ -39,6 +40,8 @@ def body(params: dict, args: argparse.Namespace) -> None:
         with atomic_file(out / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.5g")
     top = headline(summary)
+    with atomic_file(out / "headline.csv") as tmp:
+        headline_table(top).to_csv(tmp, index=False, float_format="%.5g")
     with atomic_file(args.metrics) as tmp:
         tmp.write_text(json.dumps(top, indent=2) + "\n")
     for task, entry in top.items():

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mpm.downstream.aggregate import grid_runs, headline, over_seeds, read_runs
+from mpm.downstream.aggregate import grid_runs, headline, headline_table, over_seeds, read_runs
 from mpm.errors import InputError
 
 
@@ -45,6 +45,11 @@ def test_means_over_seeds_and_gains_over_random_at_the_smallest_size(tmp_path):
     assert top["jetclass"]["finetuned"]["gain_over_random"] == {"cfm": pytest.approx(0.08)}
     assert top["cwola"]["size"] == 200  # CWoLa's size is its number of signal jets
     assert top["vertex"]["finetuned"]["mean"] == {"random": 0.3}
+    # One line per pre-trained backbone with a gain (vertex and CWoLa have random only).
+    table = headline_table(top)
+    assert list(table["entry"]) == ["jetclass finetuned cfm"]
+    assert table["gain_over_random"].item() == pytest.approx(0.08)
+    assert table["mean"].item() == pytest.approx(0.60)
     assert sorted(binned["bin"]) == [0, 2] and set(binned["metric"]) == {
         "ari_by_n_secondary_vertices"
     }

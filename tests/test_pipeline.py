@@ -116,6 +116,7 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
     assert "linear_probe_accuracy" in metrics and "val_codebook_usage" in metrics
     plots = _run(["dvc", "plots", "show", "--json"], repo, env)
     assert "train/total" in plots and "pretraining_validation_loss" in plots  # stage, top level
+    assert "downstream_gain_over_random" in plots  # the headline as bars
     assert "val/codebook_usage" in metrics  # the VQ-VAE tokenizer
     assert (repo / "results/figures/training_curves.png").stat().st_size > 10_000
     assert "gain_over_random" in metrics  # the downstream headline numbers

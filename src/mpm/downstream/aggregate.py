@@ -88,3 +88,20 @@ def headline(summary: pd.DataFrame) -> dict:
                 entry["gain_over_random"] = gains
             out[task][mode] = entry
     return out
+
+
+def headline_table(top: dict) -> pd.DataFrame:
+    """The headline as one line per task, mode and pre-trained backbone, with a label for
+    `dvc plots` (the gain over random as horizontal bars)."""
+    lines = []
+    for task, entry in top.items():
+        for mode, by_mode in entry.items():
+            if not isinstance(by_mode, dict) or "gain_over_random" not in by_mode:
+                continue
+            for backbone, gain in by_mode["gain_over_random"].items():
+                lines.append({"entry": f"{task} {mode} {backbone}", "task": task,
+                              "metric": entry["metric"], "size": entry["size"], "mode": mode,
+                              "backbone": backbone, "mean": by_mode["mean"][backbone],
+                              "gain_over_random": gain})  # fmt: skip
+    return pd.DataFrame(lines, columns=["entry", "task", "metric", "size", "mode", "backbone",
+                                        "mean", "gain_over_random"])  # fmt: skip
