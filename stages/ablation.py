@@ -4,7 +4,8 @@ probe its frozen backbone.
 The run is Table 1 row --row (1-6; `mpm.ablation.TABLE1_ROWS`) on top of the profile, with
 the shorter schedule of params `ablation.pretrain`, and optionally a swept --decoder-depth or
 --mask-rate (Fig. 5). Its backbone then gets a class-attention head trained on JetClass with
-the backbone frozen (`finetune.head`, `finetune.recipe`, `ablation.probe`). --results receives
+the backbone frozen (`mpm.ablation.probe`: `finetune.head`, `finetune.recipe`,
+`ablation.probe`). --results receives
 run.json (the run's settings), pretrain.json, the training curves (curves/metrics.csv) and the
 probe run (probe/), all at once when both steps succeeded; --checkpoints lets a killed
 pre-training resume.
@@ -14,12 +15,10 @@ import argparse
 import json
 from pathlib import Path
 
-from mpm.ablation import FINAL_ROW, run_params
+from mpm.ablation import FINAL_ROW, probe, run_params, validate_probe_params
 from mpm.atomic import atomic_dir
 from mpm.cli import run_stage
-from mpm.downstream.finetune import validate_params as validate_finetune
-from mpm.downstream.run import finetune
-from mpm.params import fraction, get, non_negative_int, one_of, positive_int
+from mpm.params import fraction, get, one_of, positive_int
 from mpm.training.pretrain import validate_params as validate_pretrain
 from mpm.training.run import pretrain
 
@@ -48,11 +47,9 @@ def body(params: dict, args: argparse.Namespace) -> None:
         fraction(args.mask_rate, "--mask-rate")
     for key in ("steps", "warmup_steps", "val_every_steps"):
         positive_int(get(params, f"ablation.pretrain.{key}"), f"ablation.pretrain.{key}")
-    probe_jets = positive_int(get(params, "ablation.probe.jets"), "ablation.probe.jets")
-    probe_seed = non_negative_int(get(params, "ablation.probe.seed"), "ablation.probe.seed")
     params = run_params(params, args.row, args.decoder_depth, args.mask_rate)
     validate_pretrain(params)
-    validate_finetune(params)
+    validate_probe_params(params)
     data, preprocessor = Path(args.data), Path(args.preprocessor)
     run = {"backbone": backbone, "row": args.row, "steps": get(params, "pretrain.steps"),
            "decoder_depth": get(params, "model.decoder.depth"), "mask_rate": params["mask_rate"]}
@@ -61,8 +58,7 @@ def body(params: dict, args: argparse.Namespace) -> None:
         pretrain(backbone, params, data, preprocessor, Path(args.out), Path(args.checkpoints),
                  results / "curves", results / "pretrain.json",
                  None if args.tokenizer is None else Path(args.tokenizer))  # fmt: skip
-        finetune("jetclass", Path(args.out), "frozen", probe_jets, probe_seed, params, data,
-                 preprocessor, results / "probe")  # fmt: skip
+        probe(Path(args.out), params, data, preprocessor, results / "probe")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Reads every run folder under --runs (`stages/ablation.py`) and the probes of the final
 backbones under --final/<backbone>. Writes Table 1 as Markdown, CSV and LaTeX (accuracy in %,
-the change from the row above, the paper's numbers beside ours), the sweep table
+the change from the row above, the paper's numbers beside ours, the random backbone's probe
+under --final/random as a reference line), the sweep table
 (sweeps.csv, drawn by notebooks/sweeps.ipynb) and Table 1's accuracies as DVC metrics.
 """
 
@@ -38,7 +39,8 @@ def body(params: dict, args: argparse.Namespace) -> None:
     runs = read_runs(Path(args.runs))
     final = {b: read_json(Path(args.final) / b / "metrics.json")["accuracy"]
              for b in TABLE1_BACKBONES}  # fmt: skip
-    table = table1(table1_accuracy(runs, final))
+    random = read_json(Path(args.final) / "random" / "metrics.json")["accuracy"]
+    table = table1(table1_accuracy(runs, final), random)
     sweeps = sweep_table(runs)
     out = Path(args.out)
     outputs = {
@@ -47,8 +49,9 @@ def body(params: dict, args: argparse.Namespace) -> None:
         "table1.tex": table1_latex(table),
         "sweeps.csv": sweeps.to_csv(index=False),
     }
-    metrics = {b: {f"row{r}": v for r, v in zip(table["row"], table[b])}
-               for b in TABLE1_BACKBONES}  # fmt: skip
+    rows = table[table["row"] != "reference"]
+    metrics = {b: {f"row{r}": v for r, v in zip(rows["row"], rows[b])} for b in TABLE1_BACKBONES}
+    metrics["random_init"] = round(100 * random, 1)
     for name, text in outputs.items():
         with atomic_file(out / name) as tmp:
             tmp.write_text(text)

@@ -13,6 +13,7 @@ from mpm.ablation import FINAL_ROW, TABLE1_ROWS, run_params
 from mpm.errors import InputError
 from mpm.tables import (
     PAPER_TABLE1,
+    REFERENCE,
     read_runs,
     sweep_table,
     table1,
@@ -44,17 +45,20 @@ def _accuracy(offset: float = 0.0) -> dict:
 
 
 def test_table1_gives_percentages_deltas_and_the_papers_numbers():
-    table = table1(_accuracy())
-    assert list(table["row"]) == list(range(1, FINAL_ROW + 1))
-    assert list(table["configuration"]) == [name for name, _ in TABLE1_ROWS]
-    np.testing.assert_allclose(table["regression"], [42, 44, 46, 48, 50, 52, 54])
-    assert np.isnan(table["kmeans delta"].iloc[0])
-    np.testing.assert_allclose(table["kmeans delta"].iloc[1:], 2.0)
-    assert list(table["paper kmeans"]) == PAPER_TABLE1["kmeans"]
+    table = table1(_accuracy(), random=0.39)
+    assert list(table["row"]) == [*map(str, range(1, FINAL_ROW + 1)), "reference"]
+    assert list(table["configuration"]) == [name for name, _ in TABLE1_ROWS] + [REFERENCE]
+    np.testing.assert_allclose(table["regression"], [42, 44, 46, 48, 50, 52, 54, 39])
+    assert np.isnan(table["kmeans delta"].iloc[0]) and np.isnan(table["kmeans delta"].iloc[-1])
+    np.testing.assert_allclose(table["kmeans delta"].iloc[1:-1], 2.0)
+    assert list(table["paper kmeans"].iloc[:-1]) == PAPER_TABLE1["kmeans"]
+    assert np.isnan(table["paper kmeans"].iloc[-1])  # the paper has no such line
     np.testing.assert_allclose(table["paper regression delta"].iloc[4], 79.2 - 63.5, atol=0.05)
     markdown = table1_markdown(table)
     assert "| MPMv1 using (pT, eta, phi)" in markdown and "44.0 (+2.0)" in markdown
     assert "79.2 (+15.7)" in markdown  # the paper's column
+    reference = [cell.strip() for cell in markdown.splitlines()[-1].split("|")[2:-1]]
+    assert reference == ["39.0", "39.0", "-", "-"]  # ours; the paper has no such line
     latex = table1_latex(table)
     assert r"\begin{tabular}" in latex and r"$\eta$" in latex and "40\\% mask rate" in latex
 
@@ -63,7 +67,7 @@ def test_table1_names_the_missing_runs():
     accuracy = _accuracy()
     del accuracy[(3, "kmeans")]
     with pytest.raises(InputError, match=r"\(3, 'kmeans'\)"):
-        table1(accuracy)
+        table1(accuracy, random=0.4)
 
 
 def _write_run(root, name, backbone, row, depth, mask, accuracy):
@@ -83,9 +87,10 @@ def _write_ablation(root):
             _write_run(runs, f"{b}-row{row}", b, row, 2, 0.3, _accuracy()[(row, b)])
     _write_run(runs, "kmeans-depth3", "kmeans", 6, 3, 0.3, 0.60)
     _write_run(runs, "kmeans-mask0.7", "kmeans", 6, 2, 0.7, 0.50)
-    for b in ("regression", "kmeans"):
+    for b in ("regression", "kmeans", "random"):
         (final / b).mkdir(parents=True)
-        (final / b / "metrics.json").write_text(json.dumps({"accuracy": _accuracy()[(7, b)]}))
+        accuracy = 0.39 if b == "random" else _accuracy()[(7, b)]
+        (final / b / "metrics.json").write_text(json.dumps({"accuracy": accuracy}))
     return runs, final
 
 
@@ -129,8 +134,10 @@ def test_ablation_tables_stage_writes_every_format_or_nothing(tmp_path, params):
         "table1.tex",
     ]
     table = pd.read_csv(out / "table1.csv")
-    assert table["kmeans"].iloc[-1] == pytest.approx(100 * _accuracy()[(7, "kmeans")])
+    assert table["kmeans"].iloc[-2] == pytest.approx(100 * _accuracy()[(7, "kmeans")])
     assert json.loads(metrics.read_text())["regression"]["row1"] == pytest.approx(42.0)
+    assert json.loads(metrics.read_text())["random_init"] == pytest.approx(39.0)
+    assert "Random init" in (out / "table1.md").read_text().splitlines()[-1]
     # An unfinished run: one line naming its file, and no table.
     (runs / "kmeans-row4" / "probe" / "metrics.json").unlink()
     out2 = tmp_path / "tables2"
@@ -149,7 +156,8 @@ def test_ablation_stage_pretrains_a_row_and_probes_it_frozen(jetclass, tmp_path)
     paths = ("--data", str(root / "jetclass"), "--preprocessor", str(root / "pre.joblib"),
              "--out", str(tmp_path / "b.pt"), "--checkpoints", str(tmp_path / "ckpt"),
              "--results", str(tmp_path / "run"))  # fmt: skip
-    params["ablation"] = {**params["ablation"], "probe": {"jets": 40, "seed": 0}}
+    probe_settings = {"jets": 40, "seed": 0, "max_steps": 10, "n_test_jets": 30}
+    params["ablation"] = {**params["ablation"], "probe": probe_settings}
     proc = run_stage("ablation.py", params, tmp_path, "--backbone", "regression", "--row", "1",
                      "--decoder-depth", "1", *paths)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -160,7 +168,15 @@ def test_ablation_stage_pretrains_a_row_and_probes_it_frozen(jetclass, tmp_path)
     assert json.loads((run / "pretrain.json").read_text())["steps"] == settings["steps"]
     probe = json.loads((run / "probe" / "metrics.json").read_text())
     assert probe["mode"] == "frozen" and probe["n_train"] == 40 and 0 <= probe["accuracy"] <= 1
+    assert probe["steps"] <= 10 and len(pd.read_csv(run / "probe" / "predictions.csv")) == 30
     assert (run / "curves" / "metrics.csv").exists() and (tmp_path / "b.pt").exists()
+    # The final row's probe of a given backbone is the same computation (stages/probe.py).
+    again = tmp_path / "again"
+    proc = run_stage("probe.py", params, tmp_path, "--backbone", str(tmp_path / "b.pt"), "--data",
+                     str(root / "jetclass"), "--preprocessor", str(root / "pre.joblib"),
+                     "--out", str(again))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((again / "metrics.json").read_text())["accuracy"] == probe["accuracy"]
 
 
 @pytest.mark.parametrize(
@@ -170,9 +186,13 @@ def test_ablation_stage_pretrains_a_row_and_probes_it_frozen(jetclass, tmp_path)
         (("--backbone", "cfm", "--row", "1"), "'--backbone' must be one of"),
         (("--backbone", "regression", "--row", "6", "--mask-rate", "1.5"), "--mask-rate"),
         (("--backbone", "kmeans", "--row", "6", "--decoder-depth", "0"), "--decoder-depth"),
+        (("--backbone", "kmeans", "--row", "6"), "'ablation.probe.max_steps' must be"),
+        (("--backbone", "kmeans", "--row", "5"), "'ablation.probe.max_steps' is below"),
     ],
 )
 def test_ablation_stage_rejects_bad_settings_in_one_line(tmp_path, params, args, message):
+    if "ablation.probe.max_steps" in message:  # 0, or fewer steps than one validation needs
+        params["ablation"]["probe"]["max_steps"] = 0 if "must" in message else 1
     paths = ("--out", str(tmp_path / "b.pt"), "--checkpoints", str(tmp_path / "c"),
              "--results", str(tmp_path / "run"))  # fmt: skip
     proc = run_stage("ablation.py", params, tmp_path, *args, *paths)

@@ -7,13 +7,19 @@ row is a list of `key.path=value` overrides on top of the profile's params (the 
 `ablation.pretrain`; paper: 200k of 1M steps) with a 2-layer decoder and a 30% mask rate;
 row 7 is the final setting, i.e. the profile's own backbones. Fig. 5 varies the decoder depth
 or the mask rate of row 6 (k-means + ID). Every run is scored by the accuracy of a
-class-attention head trained on its frozen backbone (JetClass); `mpm.tables` builds the
-tables.
+class-attention head trained on its frozen backbone (JetClass; `probe`); `mpm.tables` builds
+the tables.
 """
 
 import copy
+from pathlib import Path
 
 import yaml
+
+from mpm.downstream.finetune import validate_params as validate_finetune
+from mpm.downstream.run import finetune
+from mpm.errors import InputError
+from mpm.params import get, non_negative_int, positive_int
 
 MPMV1 = [
     "model.variant=bert",
@@ -67,3 +73,33 @@ def run_params(
         overrides.append(f"mask_rate={mask_rate}")
     return apply_overrides(params, overrides)
 
+
+
+def probe_params(params: dict) -> dict:
+    """Params whose fine-tuning recipe is the probe's: `finetune.recipe` with the steps and
+    test jets of `ablation.probe`."""
+    settings = params["ablation"]["probe"]
+    return apply_overrides(params, [f"finetune.recipe.{key}={settings[key]}"
+                                    for key in ("max_steps", "n_test_jets")])  # fmt: skip
+
+
+def probe(backbone: Path, params: dict, data_dir: Path, preprocessor: Path, out_dir: Path) -> dict:
+    """The metric of Table 1 and Fig. 5: a class-attention head (`finetune.head`) trained on
+    JetClass on top of the frozen `backbone`; writes `out_dir/{metrics.json,predictions.csv}`."""
+    settings = params["ablation"]["probe"]
+    return finetune("jetclass", backbone, "frozen", settings["jets"], settings["seed"],
+                    probe_params(params), data_dir, preprocessor, out_dir)  # fmt: skip
+
+
+def validate_probe_params(params: dict) -> None:
+    """One-line InputError for an invalid `ablation.probe` or fine-tuning recipe."""
+    for key in ("jets", "max_steps"):
+        positive_int(get(params, f"ablation.probe.{key}"), f"ablation.probe.{key}")
+    non_negative_int(get(params, "ablation.probe.seed"), "ablation.probe.seed")
+    positive_int(get(params, "ablation.probe.n_test_jets"), "ablation.probe.n_test_jets",
+                 allow_none=True)  # fmt: skip
+    validate_finetune(probe_params(params))
+    if get(params, "ablation.probe.max_steps") < get(params, "finetune.recipe.val_every_steps"):
+        # the probe keeps its best validated head: it must validate at least once
+        raise InputError("params: 'ablation.probe.max_steps' is below "
+                         "'finetune.recipe.val_every_steps'")  # fmt: skip

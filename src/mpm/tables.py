@@ -15,6 +15,9 @@ PAPER_TABLE1 = {
     "regression": [48.9, 55.5, 62.2, 63.5, 79.2, 80.4, 83.3],
     "kmeans": [56.2, 62.2, 70.2, 74.0, 81.4, 83.0, 84.0],
 }
+REFERENCE = "Random init (no pre-training; reference)"
+
+
 def _with_deltas(accuracy: pd.DataFrame) -> pd.DataFrame:
     """Accuracy (%) per row and backbone, each followed by its change from the row above."""
     columns = {}
@@ -24,9 +27,10 @@ def _with_deltas(accuracy: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def table1(probe_accuracy: dict[tuple[int, str], float]) -> pd.DataFrame:
+def table1(probe_accuracy: dict[tuple[int, str], float], random: float) -> pd.DataFrame:
     """Table 1 from the probe accuracy (fraction) of each (row, backbone): one line per row
-    with the accuracy in %, the change from the row above, and the paper's numbers."""
+    with the accuracy in %, the change from the row above, and the paper's numbers; then the
+    random backbone's probe accuracy `random` as a reference line (not in the paper)."""
     missing = [(row, b) for row in range(1, FINAL_ROW + 1) for b in TABLE1_BACKBONES
                if (row, b) not in probe_accuracy]  # fmt: skip
     if missing:
@@ -38,12 +42,17 @@ def table1(probe_accuracy: dict[tuple[int, str], float]) -> pd.DataFrame:
     paper = pd.DataFrame({b: PAPER_TABLE1[b] for b in TABLE1_BACKBONES})
     table = pd.concat([_with_deltas(ours), _with_deltas(paper).add_prefix("paper ")], axis=1)
     table.insert(0, "configuration", [name for name, _ in TABLE1_ROWS])
-    table.insert(0, "row", range(1, FINAL_ROW + 1))
+    table.insert(0, "row", [str(row) for row in range(1, FINAL_ROW + 1)])
+    reference = {"row": "reference", "configuration": REFERENCE}
+    reference |= {b: 100 * random for b in TABLE1_BACKBONES}
+    table = pd.concat([table, pd.DataFrame([reference])], ignore_index=True)
     return table.round(1)
 
 
-def _delta(value: float) -> str:
-    return "" if pd.isna(value) else f" ({value:+.1f})"
+def _cell(value: float, delta: float) -> str:
+    if pd.isna(value):
+        return "-"
+    return f"{value:.1f}" if pd.isna(delta) else f"{value:.1f} ({delta:+.1f})"
 
 
 def table1_text(table: pd.DataFrame) -> pd.DataFrame:
@@ -53,7 +62,7 @@ def table1_text(table: pd.DataFrame) -> pd.DataFrame:
         for backbone in TABLE1_BACKBONES:
             name = f"{prefix}{backbone}"
             text[f"{backbone} ({label})"] = [
-                f"{v:.1f}{_delta(d)}" for v, d in zip(table[name], table[f"{name} delta"])
+                _cell(v, d) for v, d in zip(table[name], table[f"{name} delta"])
             ]
     return text
 
