@@ -1,6 +1,7 @@
 """DVC stage `ablation_tables`: Table 1 and the Fig. 5 sweep table from the ablation probes.
 
-Reads every run folder under --runs (`stages/ablation.py`) and the probes of the final
+Reads the run folders under --runs (`stages/ablation.py`) of the ablation stages the params
+define (`mpm.ablation.run_names`) and the probes of the final
 backbones under --final/<backbone>. Writes Table 1 as Markdown, CSV and LaTeX (accuracy in %,
 the change from the row above, the paper's numbers beside ours, the random backbone's probe
 under --final/random as a reference line), the sweep table
@@ -12,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from mpm.ablation import TABLE1_BACKBONES
+from mpm.ablation import TABLE1_BACKBONES, run_names
 from mpm.atomic import atomic_file
 from mpm.cli import run_stage
 from mpm.tables import (
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def body(params: dict, args: argparse.Namespace) -> None:
-    runs = read_runs(Path(args.runs))
+    runs = read_runs(Path(args.runs), run_names(params))
     final = {b: read_json(Path(args.final) / b / "metrics.json")["accuracy"]
              for b in TABLE1_BACKBONES}  # fmt: skip
     random = read_json(Path(args.final) / "random" / "metrics.json")["accuracy"]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_stage
-from mpm.ablation import FINAL_ROW, TABLE1_ROWS, run_params
+from mpm.ablation import FINAL_ROW, TABLE1_ROWS, run_names, run_params
 from mpm.errors import InputError
 from mpm.tables import (
     PAPER_TABLE1,
@@ -23,6 +23,8 @@ from mpm.tables import (
 )
 
 SMOKE = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
+# The sweeps of the run folders `_write_ablation` writes.
+SWEPT = {**SMOKE, "ablation": {**SMOKE["ablation"], "decoder_depths": [3], "mask_rates": [0.7]}}
 
 
 def test_run_params_apply_the_row_the_short_schedule_and_the_sweep():
@@ -87,6 +89,7 @@ def _write_ablation(root):
             _write_run(runs, f"{b}-row{row}", b, row, 2, 0.3, _accuracy()[(row, b)])
     _write_run(runs, "kmeans-depth3", "kmeans", 6, 3, 0.3, 0.60)
     _write_run(runs, "kmeans-mask0.7", "kmeans", 6, 2, 0.7, 0.50)
+    _write_run(runs, "kmeans-mask0.5", "kmeans", 6, 2, 0.5, 0.99)  # dropped from the params
     for b in ("regression", "kmeans", "random"):
         (final / b).mkdir(parents=True)
         accuracy = 0.39 if b == "random" else _accuracy()[(7, b)]
@@ -96,7 +99,8 @@ def _write_ablation(root):
 
 def test_table_rows_and_sweeps_come_from_the_runs_settings(tmp_path):
     runs_dir, _ = _write_ablation(tmp_path)
-    runs = read_runs(runs_dir)
+    runs = read_runs(runs_dir, run_names(SWEPT))
+    assert "kmeans-mask0.5" not in set(runs["run"])
     accuracy = table1_accuracy(runs, {"regression": 0.9, "kmeans": 0.95})
     assert accuracy[(6, "kmeans")] == pytest.approx(_accuracy()[(6, "kmeans")])  # not a sweep run
     assert accuracy[(FINAL_ROW, "kmeans")] == 0.95
@@ -114,6 +118,7 @@ def test_table_rows_and_sweeps_come_from_the_runs_settings(tmp_path):
 
 def test_ablation_tables_stage_writes_every_format_or_nothing(tmp_path, params):
     runs, final = _write_ablation(tmp_path / "ablation")
+    params["ablation"] = SWEPT["ablation"]
     out, metrics = tmp_path / "tables", tmp_path / "table1.json"
     args = (
         "--runs",

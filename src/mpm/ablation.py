@@ -60,6 +60,14 @@ def apply_overrides(params: dict, overrides: list[str]) -> dict:
     return params
 
 
+def run_names(params: dict) -> list[str]:
+    """The run folders of the ablation stages in dvc.yaml for these params: `<backbone>-row<N>`
+    for Table 1, `kmeans-depth<D>` and `kmeans-mask<R>` for the Fig. 5 sweeps."""
+    names = [f"{b}-row{row}" for b in TABLE1_BACKBONES for row in range(1, FINAL_ROW)]
+    names += [f"kmeans-depth{d}" for d in params["ablation"]["decoder_depths"]]
+    return names + [f"kmeans-mask{r}" for r in params["ablation"]["mask_rates"]]
+
+
 def run_params(
     params: dict, row: int, decoder_depth: int | None = None, mask_rate: float | None = None
 ) -> dict:

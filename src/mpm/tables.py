@@ -87,15 +87,13 @@ def read_json(path: Path) -> dict:
         raise InputError(f"{path}: not valid JSON ({err.msg})") from None
 
 
-def read_runs(runs_dir: Path) -> pd.DataFrame:
-    """One line per ablation run folder (`stages/ablation.py --results`): its settings and
-    its probe accuracy."""
-    folders = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir())
-    if not folders:
-        raise InputError(f"{runs_dir}: no ablation runs")
-    lines = [{"run": f.name, **read_json(f / "run.json"),
-              "accuracy": read_json(f / "probe" / "metrics.json")["accuracy"]}
-             for f in folders]  # fmt: skip
+def read_runs(runs_dir: Path, names: list[str]) -> pd.DataFrame:
+    """One line per ablation run folder `runs_dir/<name>` (`stages/ablation.py --results`): its
+    settings and its probe accuracy. Only the named runs: folders of runs since dropped from
+    the params stay on disk and must not enter the tables."""
+    lines = [{"run": name, **read_json(Path(runs_dir) / name / "run.json"),
+              "accuracy": read_json(Path(runs_dir) / name / "probe" / "metrics.json")["accuracy"]}
+             for name in names]  # fmt: skip
     return pd.DataFrame(lines)
 
 
