@@ -18,6 +18,7 @@ from mpm.atomic import atomic_file
 from mpm.cli import run_stage
 from mpm.tables import (
     read_json,
+    read_probe,
     read_runs,
     sweep_table,
     table1,
@@ -40,9 +41,9 @@ def body(params: dict, args: argparse.Namespace) -> None:
     runs = read_runs(Path(args.runs), run_names(params))
     final = {b: read_json(Path(args.final) / b / "metrics.json")["accuracy"]
              for b in TABLE1_BACKBONES}  # fmt: skip
-    random = read_json(Path(args.final) / "random" / "metrics.json")["accuracy"]
-    table = table1(table1_accuracy(runs, final), random)
-    sweeps = sweep_table(runs)
+    random = read_probe(Path(args.final) / "random")
+    table = table1(table1_accuracy(runs, final), random["accuracy"])
+    sweeps = sweep_table(runs, random)
     out = Path(args.out)
     outputs = {
         "table1.md": table1_markdown(table),
@@ -52,7 +53,7 @@ def body(params: dict, args: argparse.Namespace) -> None:
     }
     rows = table[table["row"] != "reference"]
     metrics = {b: {f"row{r}": v for r, v in zip(rows["row"], rows[b])} for b in TABLE1_BACKBONES}
-    metrics["random_init"] = round(100 * random, 1)
+    metrics["random_init"] = round(100 * random["accuracy"], 1)
     for name, text in outputs.items():
         with atomic_file(out / name) as tmp:
             tmp.write_text(text)

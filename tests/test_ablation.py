@@ -14,6 +14,7 @@ from mpm.errors import InputError
 from mpm.tables import (
     PAPER_TABLE1,
     REFERENCE,
+    read_probe,
     read_runs,
     sweep_table,
     table1,
@@ -72,13 +73,18 @@ def test_table1_names_the_missing_runs():
         table1(accuracy, random=0.4)
 
 
+def _write_probe(probe, accuracy, n_test=50):
+    probe.mkdir(parents=True)
+    (probe / "metrics.json").write_text(json.dumps({"accuracy": accuracy}))
+    pd.DataFrame({"label": np.zeros(n_test, int)}).to_csv(probe / "predictions.csv", index=False)
+
+
 def _write_run(root, name, backbone, row, depth, mask, accuracy):
     run = root / name
-    (run / "probe").mkdir(parents=True)
+    _write_probe(run / "probe", accuracy)
     settings = {"backbone": backbone, "row": row, "steps": 10, "decoder_depth": depth,
                 "mask_rate": mask}  # fmt: skip
     (run / "run.json").write_text(json.dumps(settings))
-    (run / "probe" / "metrics.json").write_text(json.dumps({"accuracy": accuracy}))
 
 
 def _write_ablation(root):
@@ -91,9 +97,7 @@ def _write_ablation(root):
     _write_run(runs, "kmeans-mask0.7", "kmeans", 6, 2, 0.7, 0.50)
     _write_run(runs, "kmeans-mask0.5", "kmeans", 6, 2, 0.5, 0.99)  # dropped from the params
     for b in ("regression", "kmeans", "random"):
-        (final / b).mkdir(parents=True)
-        accuracy = 0.39 if b == "random" else _accuracy()[(7, b)]
-        (final / b / "metrics.json").write_text(json.dumps({"accuracy": accuracy}))
+        _write_probe(final / b, 0.39 if b == "random" else _accuracy()[(7, b)], n_test=100)
     return runs, final
 
 
@@ -104,7 +108,13 @@ def test_table_rows_and_sweeps_come_from_the_runs_settings(tmp_path):
     accuracy = table1_accuracy(runs, {"regression": 0.9, "kmeans": 0.95})
     assert accuracy[(6, "kmeans")] == pytest.approx(_accuracy()[(6, "kmeans")])  # not a sweep run
     assert accuracy[(FINAL_ROW, "kmeans")] == 0.95
-    sweeps = sweep_table(runs)
+    random = read_probe(tmp_path / "final" / "random")
+    assert random == {"accuracy": 0.39, "n_test": 100, "error": pytest.approx(0.0488, abs=1e-4)}
+    sweeps = sweep_table(runs, random)
+    assert sweeps.iloc[-1]["sweep"] == "random_init" and sweeps.iloc[-1]["accuracy"] == 0.39
+    first = sweeps.iloc[0]  # binomial error of 50 test jets
+    p = first["accuracy"]
+    np.testing.assert_allclose(first["error"], np.sqrt(p * (1 - p) / 50))
     depth = sweeps[sweeps["sweep"] == "decoder_depth"]
     mask = sweeps[sweeps["sweep"] == "mask_rate"]
     assert list(depth["value"]) == [2, 3] and list(depth["accuracy"])[1] == 0.60
@@ -113,7 +123,7 @@ def test_table_rows_and_sweeps_come_from_the_runs_settings(tmp_path):
         "kmeans-mask0.7",
     ]
     with pytest.raises(InputError, match="ablation.mask_rates"):
-        sweep_table(runs[runs["run"] != "kmeans-mask0.7"])
+        sweep_table(runs[runs["run"] != "kmeans-mask0.7"], random)
 
 
 def test_ablation_tables_stage_writes_every_format_or_nothing(tmp_path, params):

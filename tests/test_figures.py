@@ -141,8 +141,10 @@ def test_input_figure_and_tail_fractions():
 
 def _sweep_table(path):
     points = [("decoder_depth", 1, 0.50), ("decoder_depth", 2, 0.55), ("mask_rate", 0.3, 0.55),
-              ("mask_rate", 0.9, 0.45), ("mask_rate", 0.6, 0.52)]  # fmt: skip
-    table = pd.DataFrame(points, columns=["sweep", "value", "accuracy"]).assign(steps=120)
+              ("mask_rate", 0.9, 0.45), ("mask_rate", 0.6, 0.52),
+              ("random_init", None, 0.4)]  # fmt: skip
+    table = pd.DataFrame(points, columns=["sweep", "value", "accuracy"])
+    table = table.assign(steps=120, error=0.01)
     table.to_csv(path, index=False)
     return table
 
@@ -155,9 +157,11 @@ def test_sweep_figure_draws_each_sweep_in_percent_sorted_by_value(tmp_path):
     assert top.get_xlabel() == "Decoder depth" and bottom.get_xlabel() == "Mask rate"
     x, y = bottom.lines[0].get_data()
     assert list(x) == [0.3, 0.6, 0.9] and list(y) == pytest.approx([55, 52, 45])
-    assert "120 steps" in bottom.get_legend().get_texts()[0].get_text()
+    legend = [t.get_text() for t in bottom.get_legend().get_texts()]
+    assert any("120 steps" in t for t in legend) and "Random init" in legend  # + reference
+    assert any(list(line.get_ydata()) == pytest.approx([40, 40]) for line in bottom.lines)
     plt.close(fig)
-    table[table["sweep"] == "decoder_depth"].to_csv(tmp_path / "depth_only.csv", index=False)
+    table[table["sweep"] != "mask_rate"].to_csv(tmp_path / "depth_only.csv", index=False)
     with pytest.raises(InputError, match="no 'mask_rate' sweep"):
         read_sweeps(tmp_path / "depth_only.csv")
     with pytest.raises(InputError, match="missing.csv: not found"):

@@ -87,13 +87,23 @@ def read_json(path: Path) -> dict:
         raise InputError(f"{path}: not valid JSON ({err.msg})") from None
 
 
+def read_probe(probe_dir: Path) -> dict[str, float]:
+    """A probe run's accuracy, its number of test jets and the accuracy's binomial error."""
+    accuracy = read_json(Path(probe_dir) / "metrics.json")["accuracy"]
+    try:
+        n_test = len(pd.read_csv(Path(probe_dir) / "predictions.csv"))
+    except FileNotFoundError:
+        raise InputError(f"{probe_dir}/predictions.csv: not found") from None
+    return {"accuracy": accuracy, "n_test": n_test,
+            "error": float(np.sqrt(accuracy * (1 - accuracy) / max(n_test, 1)))}  # fmt: skip
+
+
 def read_runs(runs_dir: Path, names: list[str]) -> pd.DataFrame:
     """One line per ablation run folder `runs_dir/<name>` (`stages/ablation.py --results`): its
-    settings and its probe accuracy. Only the named runs: folders of runs since dropped from
-    the params stay on disk and must not enter the tables."""
+    settings and its probe (accuracy, test jets, binomial error). Only the named runs: folders
+    of runs since dropped from the params stay on disk and must not enter the tables."""
     lines = [{"run": name, **read_json(Path(runs_dir) / name / "run.json"),
-              "accuracy": read_json(Path(runs_dir) / name / "probe" / "metrics.json")["accuracy"]}
-             for name in names]  # fmt: skip
+              **read_probe(Path(runs_dir) / name / "probe")} for name in names]  # fmt: skip
     return pd.DataFrame(lines)
 
 
@@ -119,19 +129,22 @@ def table1_accuracy(runs: pd.DataFrame, final: dict[str, float]) -> dict[tuple[i
     return accuracy | {(FINAL_ROW, backbone): acc for backbone, acc in final.items()}
 
 
-def sweep_table(runs: pd.DataFrame) -> pd.DataFrame:
+def sweep_table(runs: pd.DataFrame, random: dict[str, float]) -> pd.DataFrame:
     """Fig. 5: the k-means runs of row 6 as two sweeps, one over the decoder depth at the row's
-    mask rate and one over the mask rate at its decoder depth (the row itself is in both)."""
+    mask rate and one over the mask rate at its decoder depth (the row itself is in both), and
+    the Random init probe `random` (`read_probe`) as a last, `random_init` line."""
     base = _row_setting(SWEEP_BASE_ROW)
     kmeans = runs[(runs["backbone"] == "kmeans") & (runs["row"] == SWEEP_BASE_ROW)]
     parts = []
     for swept, held in (("decoder_depth", "mask_rate"), ("mask_rate", "decoder_depth")):
         part = kmeans[np.isclose(kmeans[held], base[held])]
         parts.append(pd.DataFrame({"sweep": swept, "value": part[swept].astype(float),
-                                   "accuracy": part["accuracy"], "steps": part["steps"],
-                                   "run": part["run"]}))  # fmt: skip
+                                   "accuracy": part["accuracy"], "error": part["error"],
+                                   "steps": part["steps"], "run": part["run"]}))  # fmt: skip
     table = pd.concat(parts).sort_values(["sweep", "value"]).reset_index(drop=True)
     if table["sweep"].nunique() < 2 or table.groupby("sweep").size().min() < 2:
         raise InputError("Fig. 5 needs at least two runs in each sweep (params "
                          "'ablation.decoder_depths', 'ablation.mask_rates')")
-    return table
+    reference = {"sweep": "random_init", "value": np.nan, "accuracy": random["accuracy"],
+                 "error": random["error"], "steps": 0, "run": "random"}  # fmt: skip
+    return pd.concat([table, pd.DataFrame([reference])], ignore_index=True)
