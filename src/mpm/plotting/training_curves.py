@@ -3,7 +3,7 @@
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from mpm.plotting.style import label, use_style
+from mpm.plotting.style import BACKBONE_NAMES, label, use_style
 
 
 def _losses(curve: pd.DataFrame) -> list[str]:
@@ -29,7 +29,7 @@ def draw(curves: dict[str, pd.DataFrame]) -> plt.Figure:
             ax.plot(val["step"], val[f"val/{loss}"], "o-", color=colour, label=loss, lw=2)
         ax.set_xlabel("step")
         ax.set_ylabel("loss (line: train, dots: validation)", fontsize=14)
-        ax.legend(fontsize=14, title=name, title_fontsize=15)
+        ax.legend(fontsize=14, title=BACKBONE_NAMES.get(name, name), title_fontsize=15)
         label(ax, rlabel="")
     for ax in axes.flat[n:]:
         ax.set_visible(False)
