@@ -46,9 +46,10 @@ def test_every_stage_has_help(script):
 
 
 def _run(cmd, cwd, env):
-    return subprocess.run(
-        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=True
-    ).stdout
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    # A failing command shows the end of its output, where DVC names the stage and the error.
+    assert proc.returncode == 0, f"{' '.join(cmd)}: {(proc.stdout + proc.stderr)[-3000:]}"
+    return proc.stdout
 
 
 def _downstream_of(stages: set[str], lock: dict) -> set[str]:

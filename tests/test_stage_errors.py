@@ -189,12 +189,12 @@ def test_plot_training_unreadable_curve_is_named(tmp_path, params):
 )
 def test_reconstruct_bad_input_leaves_nothing(tmp_path, params, edit, model, message):
     params["reconstruction"].update(edit)
-    figure, metrics = tmp_path / "fig", tmp_path / "rec.json"
+    samples, metrics = tmp_path / "samples.npz", tmp_path / "rec.json"
     proc = run_stage("reconstruct.py", params, tmp_path,
                      "--model", model.format(missing=tmp_path / "missing.pt"),
-                     "--figure", str(figure), "--metrics", str(metrics))  # fmt: skip
+                     "--samples", str(samples), "--metrics", str(metrics))  # fmt: skip
     assert message in _assert_one_line_error(proc, "reconstruct")
-    assert not list(tmp_path.glob("fig*")) and not metrics.exists()
+    assert not list(tmp_path.glob("*samples*")) and not metrics.exists()
 
 
 @pytest.mark.parametrize(
