@@ -38,13 +38,24 @@ def test_report_links_every_figure_and_prints_ours_beside_the_paper(tmp_path, pa
     assert proc.returncode == 0, proc.stderr
     text = report.read_text()
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
-    assert len(links) == len(FIGURES)
+    assert len(links) == len(FIGURES) - 2  # the smoke grid has no frozen runs ...
+    assert "Not drawn: `finetune.grid.modes` has no frozen runs" in text  # ... and says so
     assert all((report.parent / link).is_file() for link in links)  # relative to the report
-    for _, _, caption in FIGURES:
-        assert caption in text
+    for stem, _, caption in FIGURES:
+        assert (caption in text) != stem.endswith("_frozen")
     assert re.search(r"\|\s*profile\s*\|\s*smoke\s*\|", text) and "| row | 51.0 |" in text
     assert "K-Means 0.450 (+0.050)" in text and "84.3%" in text  # ours, then the paper's
     assert "kmeans-row6" in text and "K-Means" in text.split("## Fig. 8")[1]
+
+
+def test_report_links_the_frozen_figures_when_the_grid_has_them(tmp_path, params):
+    results = tmp_path / "results"
+    _results(results)
+    params["finetune"]["grid"]["modes"] = ["finetuned", "frozen"]
+    report = results / "REPORT.md"
+    args = ("--results", str(results), "--figures", str(results / "figures"), "--out", str(report))
+    assert run_stage("report.py", params, tmp_path, *args).returncode == 0
+    assert len(re.findall(r"!\[[^]]*\]\(([^)]+)\)", report.read_text())) == len(FIGURES)
 
 
 def test_report_names_a_missing_figure_and_writes_nothing(tmp_path, params):

@@ -134,7 +134,13 @@ def build_report(params: dict, results: Path, figures: Path, report: Path) -> st
         "## Figures",
         "",
     ]
+    modes = params["finetune"]["grid"]["modes"]
     for stem, paper, caption in FIGURES:
+        mode = stem.rsplit("_", 1)[-1] if stem.startswith("downstream_") else None
+        if mode is not None and mode not in modes:  # the profile's grid has no such runs
+            out += [f"**{paper}: {stem}.** Not drawn: `finetune.grid.modes` has no {mode} runs.",
+                    ""]  # fmt: skip
+            continue
         png = figures / f"{stem}.png"
         if not png.exists():
             raise InputError(f"{png}: not found")
