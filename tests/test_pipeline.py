@@ -142,8 +142,12 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
         if "mask_rate" in stage.get("params", {}).get("params.yaml", {})
     }
     assert uses_mask_rate == {n for n in lock if n.startswith("pretrain")}
-    assert ran == _downstream_of(uses_mask_rate, lock), ran
-    assert "reconstruct" in ran and "aggregate" in ran
+    closure = _downstream_of(uses_mask_rate, lock)
+    assert ran <= closure, ran - closure
+    # DVC skips a stage whose inputs came out byte-identical: the sweep table holds no final
+    # backbone, so ablation_tables rewrites it unchanged and Fig. 5 is not redrawn.
+    assert closure - ran == {"figures_sweeps"}, closure - ran
+    assert "reconstruct" in ran and "aggregate" in ran and "ablation_final@kmeans" in ran
     assert "figures_downstream@finetuned" in ran  # the figures follow the new runs
     html = (repo / "results/notebooks/downstream_finetuned.html").read_text()
     assert "Downstream figures" in html and "kmeans" in html  # the table under the figures
