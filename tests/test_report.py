@@ -12,7 +12,10 @@ def _results(root):
     table1 = "| | kmeans (ours) |\n|---|---|\n| row | 51.0 |\n"
     (root / "ablation" / "table1.md").write_text(table1)
     (root / "ablation" / "sweeps.csv").write_text(
-        "sweep,value,accuracy,steps,run\nmask_rate,0.3,0.55,120,kmeans-row6\n"
+        "sweep,value,accuracy,error,steps,run\n"
+        "decoder_depth,2,0.55,0.01,120,kmeans-row6\n"
+        "mask_rate,0.3,0.55,0.01,120,kmeans-row6\n"
+        "random_init,,0.4,0.01,0,random\n"
     )
     (root / "downstream").mkdir()
     mean = {"random": 0.40, "kmeans": 0.45}

@@ -1,7 +1,6 @@
 """results/REPORT.md: every table and figure of the run in one page, each with a one-line
 caption, the profile it came from, and what the paper reports beside ours."""
 
-import json
 import os
 from pathlib import Path
 
@@ -9,6 +8,8 @@ import pandas as pd
 
 from mpm.errors import InputError
 from mpm.plotting.style import BACKBONE_NAMES
+from mpm.plotting.sweeps import read_sweeps
+from mpm.tables import read_json
 
 # (figure stem under results/figures, the paper's figure, caption), in the paper's order.
 FIGURES = [
@@ -82,9 +83,9 @@ def _reconstruction_table(metrics: dict) -> str:
 def build_report(params: dict, results: Path, figures: Path, report: Path) -> str:
     """The Markdown report; figure links are relative to the folder of `report`."""
     table1 = _read(results / "ablation" / "table1.md")
-    sweeps = pd.read_csv(results / "ablation" / "sweeps.csv")
-    headline = json.loads(_read(results / "downstream" / "headline.json"))
-    reconstruction = json.loads(_read(results / "reconstruction.json"))
+    sweeps = read_sweeps(results / "ablation" / "sweeps.csv")
+    headline = read_json(results / "downstream" / "headline.json")
+    reconstruction = read_json(results / "reconstruction.json")
     scale = {
         "profile": params["profile"],
         "data": params["data"]["source"],

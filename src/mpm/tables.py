@@ -79,10 +79,11 @@ def table1_latex(table: pd.DataFrame) -> str:
 
 
 def read_json(path: Path) -> dict:
+    """A JSON result file, or a one-line InputError naming it."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise InputError(f"{path}: not found (an unfinished ablation run?)") from None
+        raise InputError(f"{path}: not found") from None
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: not valid JSON ({err.msg})") from None
 

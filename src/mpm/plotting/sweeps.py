@@ -45,7 +45,8 @@ def draw(table: pd.DataFrame) -> plt.Figure:
                     color=BACKBONE_COLOURS["kmeans"], capsize=3,
                     label=f"K-Means + ID, {steps} steps, frozen")  # fmt: skip
         centre, error = 100 * random["accuracy"], 100 * random["error"]
-        ax.axhspan(centre - error, centre + error, color="black", alpha=0.15, lw=0)
+        ax.axhspan(centre - error, centre + error, color=BACKBONE_COLOURS["random"], alpha=0.15,
+                   lw=0)  # fmt: skip
         ax.axhline(centre, color=BACKBONE_COLOURS["random"], ls="--",
                    label=BACKBONE_NAMES["random"])  # fmt: skip
         ax.set_xlabel(name)
