@@ -15,18 +15,17 @@ import argparse
 import json
 from pathlib import Path
 
-from mpm.ablation import FINAL_ROW, probe, run_params, validate_probe_params
+from mpm.ablation import FINAL_ROW, TABLE1_BACKBONES, probe, run_params, validate_probe_params
 from mpm.atomic import atomic_dir
 from mpm.cli import run_stage
 from mpm.params import fraction, get, one_of, positive_int
+from mpm.training.fit import is_rank_zero
 from mpm.training.pretrain import validate_params as validate_pretrain
 from mpm.training.run import pretrain
 
-BACKBONES = ("regression", "kmeans")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backbone", required=True, help=f"one of {', '.join(BACKBONES)}")
+    parser.add_argument("--backbone", required=True, help=f"one of {', '.join(TABLE1_BACKBONES)}")
     parser.add_argument("--row", required=True, type=int, help=f"Table 1 row, 1-{FINAL_ROW - 1}")
     parser.add_argument("--decoder-depth", type=int, help="Fig. 5: decoder depth of the run")
     parser.add_argument("--mask-rate", type=float, help="Fig. 5: mask rate of the run")
@@ -39,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def body(params: dict, args: argparse.Namespace) -> None:
-    backbone = one_of(args.backbone, "--backbone", BACKBONES)
+    backbone = one_of(args.backbone, "--backbone", TABLE1_BACKBONES)
     one_of(args.row, "--row", range(1, FINAL_ROW))
     if args.decoder_depth is not None:
         positive_int(args.decoder_depth, "--decoder-depth")
@@ -53,11 +52,20 @@ def body(params: dict, args: argparse.Namespace) -> None:
     data, preprocessor = Path(args.data), Path(args.preprocessor)
     run = {"backbone": backbone, "row": args.row, "steps": get(params, "pretrain.steps"),
            "decoder_depth": get(params, "model.decoder.depth"), "mask_rate": params["mask_rate"]}
+    tokenizer = None if args.tokenizer is None else Path(args.tokenizer)
+
+    def pretrain_into(results: Path) -> None:
+        # the probe is the metric here: the pre-training linear-probe health check is skipped
+        pretrain(backbone, params, data, preprocessor, Path(args.out), Path(args.checkpoints),
+                 results / "curves", results / "pretrain.json", tokenizer,
+                 linear_probe=False)  # fmt: skip
+
+    if not is_rank_zero():  # DDP: the other ranks only take part in the pre-training
+        pretrain_into(Path(args.results))
+        return
     with atomic_dir(args.results) as results:
         (results / "run.json").write_text(json.dumps(run, indent=2) + "\n")
-        pretrain(backbone, params, data, preprocessor, Path(args.out), Path(args.checkpoints),
-                 results / "curves", results / "pretrain.json",
-                 None if args.tokenizer is None else Path(args.tokenizer))  # fmt: skip
+        pretrain_into(results)
         probe(Path(args.out), params, data, preprocessor, results / "probe")
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from mpm.data import loader as loader_module
 from mpm.data import schema
 from mpm.data.convert import convert_dataset
 from mpm.data.cwola import SIGNAL, build_cwola
@@ -92,6 +93,38 @@ def test_loader_is_deterministic_and_workers_cover_everything(converted):
     by_first = {int(b["index"][0]): b for b in multi}
     for b in single:
         torch.testing.assert_close(b["csts"], by_first[int(b["index"][0])]["csts"])
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_ddp_ranks_split_the_epoch(converted, monkeypatch, drop_last):
+    """Each of 3 ranks reads its own groups; training sets give every rank the same number
+    of whole batches, evaluation sets lose nothing."""
+    kwargs = dict(batch_size=20, n_jets=530, seed=2, shuffle=True, drop_last=drop_last,
+                  batches_per_read=2, shard=True)  # fmt: skip
+    per_rank = []
+    for rank in range(3):
+        monkeypatch.setattr(loader_module, "distributed_rank", lambda rank=rank: (rank, 3))
+        ds = JetDataset(converted / "jetclass/train.h5", converted / "pre.joblib", **kwargs)
+        batches = list(make_loader(ds, 2))
+        assert len(batches) == len(ds)
+        per_rank.append(np.concatenate([b["index"].numpy() for b in batches]))
+    every = np.concatenate(per_rank)
+    assert len(np.unique(every)) == len(every)  # no jet on two ranks
+    if drop_last:  # 13 whole groups of 40 jets: 4 per rank, the 13th and the last 10 jets left
+        assert [len(r) for r in per_rank] == [160, 160, 160]
+    else:  # read one batch per group: 27 batches, 9 per rank
+        assert len(every) == 530 and [len(r) for r in per_rank] == [180, 180, 170]
+
+
+def test_ddp_training_set_too_small_for_the_ranks(converted, monkeypatch):
+    monkeypatch.setattr(loader_module, "distributed_rank", lambda: (0, 20))
+    ds = JetDataset(converted / "jetclass/train.h5", converted / "pre.joblib", batch_size=20,
+                    n_jets=530, drop_last=True, batches_per_read=2, shard=True)  # fmt: skip
+    with pytest.raises(InputError, match="530 jets are fewer than one group of 40 per rank"):
+        len(ds)
+    unsharded = JetDataset(converted / "jetclass/train.h5", converted / "pre.joblib",
+                           batch_size=20, n_jets=530, batches_per_read=2)  # fmt: skip
+    assert len(unsharded) == 27  # read whole outside Lightning (probes, predictions)
 
 
 def test_batch_layout_and_padding_trim(converted):

@@ -102,6 +102,33 @@ def test_killed_pretraining_resumes_from_its_checkpoint(jetclass, tmp_path):
     assert steps.min() < step_at_kill <= steps.max() and steps.max() >= 110
 
 
+def test_ddp_pretraining_on_two_cpu_processes(jetclass, tmp_path):
+    """The trainer group's devices/strategy reach Lightning: two DDP ranks (gloo on the CPU)
+    each read their own half of the data, and rank 0 alone writes the outputs."""
+    root, params = jetclass
+    params = {**params, "trainer": {**params["trainer"], "accelerator": "cpu", "devices": 2,
+                                    "strategy": "ddp"},
+              "pretrain": {**params["pretrain"], "steps": 20, "val_every_steps": 10,
+                           "batch_size": 16}}  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    paths = _paths(tmp_path, "regression")
+    done = subprocess.run(
+        [sys.executable, str(REPO / "stages/pretrain.py"),
+         "--params", str(tmp_path / "params.yaml"), "--backbone", "regression",
+         "--data", str(root / "jetclass"), "--preprocessor", str(root / "pre.joblib"),
+         *[f"--{k.replace('_', '-')}={v}" for k, v in paths.items()]],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in done.stderr
+    summary = json.loads(paths["metrics"].read_text())
+    assert summary["steps"] == 20 and "val/total" in summary["final"]
+    assert load_backbone(paths["out"])[1] == {"backbone": "regression", "steps": 20}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["ckpt", "logs", "params.yaml", "regression.json", "regression.pt"]
+    )  # no temporary or second copy left by rank 1
+
+
 def test_a_checkpoint_of_other_inputs_or_settings_is_not_resumed(tmp_path):
     tokenizer = tmp_path / "tok.pt"
     tokenizer.write_bytes(b"first")

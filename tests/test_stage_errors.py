@@ -204,6 +204,7 @@ def test_reconstruct_bad_input_leaves_nothing(tmp_path, params, edit, model, mes
         ({}, {"--task": "tagging"}, "'--task' must be one of"),
         ({}, {"--size": "many"}, "'--size' must be an integer"),
         ({"patience": 0}, {}, "'finetune.recipe.patience' must be a positive integer"),
+        ({"max_steps": 5, "val_every_steps": 10}, {}, "'finetune.recipe.max_steps' is below"),
         ({}, {}, "missing.pt: backbone file not found"),
     ],
 )

@@ -106,8 +106,8 @@ def validate_probe_params(params: dict) -> None:
     non_negative_int(get(params, "ablation.probe.seed"), "ablation.probe.seed")
     positive_int(get(params, "ablation.probe.n_test_jets"), "ablation.probe.n_test_jets",
                  allow_none=True)  # fmt: skip
-    validate_finetune(probe_params(params))
     if get(params, "ablation.probe.max_steps") < get(params, "finetune.recipe.val_every_steps"):
         # the probe keeps its best validated head: it must validate at least once
         raise InputError("params: 'ablation.probe.max_steps' is below "
                          "'finetune.recipe.val_every_steps'")  # fmt: skip
+    validate_finetune(probe_params(params))

@@ -18,7 +18,8 @@ def run_stage(
     """Parse arguments, set up logging and run `body(params, args)`.
 
     Paths come from the command line (dvc.yaml spells them out, so the DAG is readable in one
-    place); everything else comes from the params file. Bad input exits 2 with one line.
+    place); everything else comes from the params file. Bad input exits 2 with one line; a
+    failing system call (a full disk, a file too large, no permission) exits 1 with one line.
     """
     parser = argparse.ArgumentParser(prog=f"stages/{name}.py", description=description)
     parser.add_argument(
@@ -33,6 +34,13 @@ def run_stage(
     try:
         body(load_params(args.params), args)
     except InputError as err:
-        message = " ".join(str(err).split())  # always one line, whatever a library said
-        print(f"error: {name}: {message}", file=sys.stderr)
-        sys.exit(2)
+        _fail(name, str(err), 2)
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        _fail(name, f"{where}{err.strerror or err}", 1)
+
+
+def _fail(stage: str, message: str, code: int) -> None:
+    message = " ".join(message.split())  # always one line, whatever a library said
+    print(f"error: {stage}: {message}", file=sys.stderr)
+    sys.exit(code)

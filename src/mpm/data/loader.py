@@ -5,6 +5,11 @@ is a uniform random sample of jets. The loader exploits that: a subset of n jets
 random choice of chunks (the seed changes the content), and an epoch reads groups of chunks
 in a fresh random order, shuffles the jets inside each group and cuts it into batches. Every
 read is a contiguous chunk: fast on any disk, and no random access per jet.
+
+Under DDP each process (rank) reads every world-size-th group of the epoch, and its loader
+workers split those again. Training sets keep only whole groups, as many per rank, so every
+rank takes the same number of optimizer steps per epoch; evaluation sets are read one batch
+per group, so that every rank gets a share of a small validation set.
 """
 
 import math
@@ -14,6 +19,7 @@ import h5py
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mpm.data import schema
@@ -22,6 +28,17 @@ from mpm.data.preprocess import load_preprocessor
 from mpm.errors import InputError
 
 TARGETS = (schema.H5_VERTEX, schema.H5_ORIGIN)
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) outside torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _jets(ranges: list[tuple[int, int]]) -> int:
+    return sum(stop - start for start, stop in ranges)
 
 
 def choose_blocks(n_total: int, n_jets: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +62,7 @@ class JetDataset(IterableDataset):
     jets [B, 5], labels [B], index [B] (row in the file) and, for BTag, vtx_id and
     track_origin [B, P]. P is trimmed to the longest jet of the batch. The file is opened
     lazily in each worker. Each pass over the dataset is one epoch with its own order.
+    `shard`: under DDP, read only this rank's share (the DataModule's loaders do).
     """
 
     def __init__(
@@ -58,6 +76,7 @@ class JetDataset(IterableDataset):
         shuffle: bool = True,
         drop_last: bool = False,
         batches_per_read: int = 8,
+        shard: bool = False,
     ):
         self.path = Path(path)
         self.preprocessor_path = Path(preprocessor_path)
@@ -72,14 +91,37 @@ class JetDataset(IterableDataset):
         self.seed = seed
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.shard = shard
         self.group_jets = batch_size * batches_per_read
         self.epoch = 0
         self._file: h5py.File | None = None
         self._preprocessor = None
 
     def __len__(self) -> int:
-        rounding = math.floor if self.drop_last else math.ceil
-        return rounding(self.n_jets / self.batch_size)
+        """Batches per epoch of this rank (under DDP: its share)."""
+        groups = self._epoch_groups(0)
+        return sum(self._batches_in(_jets(groups[i])) for i in self._rank_indices(groups))
+
+    def _world(self) -> tuple[int, int]:
+        return distributed_rank() if self.shard else (0, 1)
+
+    def _batches_in(self, n_jets: int) -> int:
+        return n_jets // self.batch_size if self.drop_last else math.ceil(n_jets / self.batch_size)
+
+    def _rank_indices(self, groups: list) -> list[int]:
+        """Indices of this rank's groups: every world-size-th one; for training sets whole
+        groups only, as many for every rank."""
+        rank, world = self._world()
+        indices = list(range(len(groups)))
+        if world > 1 and self.drop_last:
+            indices = [i for i in indices if _jets(groups[i]) == self.group_jets]
+            indices = indices[: len(indices) // world * world]
+        if len(indices) < world:
+            unit = (f"group of {self.group_jets}" if self.drop_last
+                    else f"batch of {self.batch_size}")  # fmt: skip
+            raise InputError(f"{self.path}: {self.n_jets} jets are fewer than one {unit} per "
+                             f"rank for {world} ranks")  # fmt: skip
+        return indices[rank::world]
 
     def __getstate__(self):
         # h5py handles cannot cross process boundaries; each worker reopens the file.
@@ -96,15 +138,17 @@ class JetDataset(IterableDataset):
         order = np.arange(len(self.block_starts))
         if self.shuffle:
             order = np.random.default_rng([self.seed, epoch]).permutation(order)
+        sharded = self._world()[1] > 1
+        group_jets = self.batch_size if sharded and not self.drop_last else self.group_jets
         groups, current, filled = [], [], 0
         for start, length in zip(self.block_starts[order], self.block_lengths[order]):
             offset = 0
             while offset < length:
-                take = min(length - offset, self.group_jets - filled)
+                take = min(length - offset, group_jets - filled)
                 current.append((int(start + offset), int(start + offset + take)))
                 offset += take
                 filled += take
-                if filled == self.group_jets:
+                if filled == group_jets:
                     groups.append(current)
                     current, filled = [], 0
         if current:
@@ -129,9 +173,9 @@ class JetDataset(IterableDataset):
         epoch = self.epoch
         self.epoch += 1
         worker = get_worker_info()
-        rank, n_workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        worker_id, n_workers = (worker.id, worker.num_workers) if worker else (0, 1)
         groups = self._epoch_groups(epoch)
-        for g in range(rank, len(groups), n_workers):
+        for g in self._rank_indices(groups)[worker_id::n_workers]:
             rng = np.random.default_rng([self.seed, epoch, g])
             rows = self._read(groups[g])
             if self.shuffle:
@@ -186,7 +230,7 @@ class JetDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.data_dir = Path(data_dir)
-        self.kwargs = dict(preprocessor_path=preprocessor_path, batch_size=batch_size)
+        self.kwargs = dict(preprocessor_path=preprocessor_path, batch_size=batch_size, shard=True)
         self.n_train, self.n_val, self.seed = n_train, n_val, seed
         self.num_workers = num_workers
         self.datasets: dict[str, JetDataset] = {}

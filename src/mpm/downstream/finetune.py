@@ -152,5 +152,8 @@ def validate_params(params: dict) -> None:
         positive_float(get(params, f"{recipe}.{key}"), f"{recipe}.{key}")
     for key in ("dim", "heads", "depth", "hidden"):
         positive_int(get(params, f"finetune.head.{key}"), f"finetune.head.{key}")
+    if get(params, f"{recipe}.max_steps") < get(params, f"{recipe}.val_every_steps"):
+        # the run keeps its best validated model: it must validate at least once
+        raise InputError(f"params: '{recipe}.max_steps' is below '{recipe}.val_every_steps'")
     if get(params, "finetune.head.dim") % get(params, "finetune.head.heads"):
         raise InputError("params: 'finetune.head.dim' must be divisible by 'finetune.head.heads'")

@@ -138,7 +138,7 @@ def finetune(
         best = ModelCheckpoint(ckpt_dir, monitor="val/loss", mode="min", save_top_k=1)
         stop = EarlyStopping("val/loss", patience=recipe["patience"], mode="min")
         trainer = L.Trainer(
-            **trainer_kwargs(params["trainer"]),
+            **trainer_kwargs(params["trainer"], distributed=False),
             max_steps=recipe["max_steps"],
             max_epochs=-1,
             val_check_interval=recipe["val_every_steps"],

@@ -5,6 +5,11 @@ killed stage resumes from its last checkpoint and its curve keeps the steps befo
 The folder is stamped with the run's configuration, its input files and the library's code:
 a run with other settings, data or code starts afresh instead of resuming a stale checkpoint.
 The curve is copied to the stage's plots output at the end.
+
+Under DDP every rank runs the stage's script (Lightning's launcher, or `srun` through
+$MPM_LAUNCHER): only rank 0 prepares the folder and writes outputs (`is_rank_zero`). On SLURM,
+Lightning saves an `hpc_ckpt_<n>.ckpt` into the folder when the job is about to be pre-empted
+and requeues it; the requeued job resumes from the newer of that and `last.ckpt`.
 """
 
 import hashlib
@@ -19,6 +24,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 import mpm
 from mpm.atomic import atomic_file
@@ -50,19 +56,22 @@ def run_fingerprint(config: dict, inputs: list[Path]) -> dict:
     }
 
 
-def trainer_kwargs(trainer_cfg: dict) -> dict:
+def is_rank_zero() -> bool:
+    """Whether this process is DDP rank 0 (or the only process): the one that writes."""
+    return rank_zero_only.rank == 0
+
+
+def trainer_kwargs(trainer_cfg: dict, distributed: bool = True) -> dict:
     """Lightning Trainer settings from the `trainer` params group; precision `auto` is bf16
-    mixed on CUDA and fp32 elsewhere (bf16 autocast is far slower on CPUs)."""
+    mixed on CUDA and fp32 elsewhere (bf16 autocast is far slower on CPUs). `distributed`
+    False: one device (fine-tuning runs are small; a cluster runs many side by side)."""
     precision = trainer_cfg["precision"]
     if precision == "auto":
         precision = "bf16-mixed" if torch.cuda.is_available() else "32-true"
-    return {
-        "accelerator": trainer_cfg["accelerator"],
-        "devices": trainer_cfg["devices"],
-        "num_nodes": trainer_cfg["num_nodes"],
-        "strategy": trainer_cfg["strategy"],
-        "precision": precision,
-    }
+    spread = {k: trainer_cfg[k] for k in ("devices", "num_nodes", "strategy")}
+    if not distributed:
+        spread = {"devices": 1, "num_nodes": 1, "strategy": "auto"}
+    return {"accelerator": trainer_cfg["accelerator"], **spread, "precision": precision}
 
 
 def compile_layers(module: torch.nn.Module) -> None:
@@ -74,13 +83,27 @@ def compile_layers(module: torch.nn.Module) -> None:
             layer.compile(dynamic=True)
 
 
+def _resumable(path: Path, fingerprint: dict) -> Path | None:
+    """The newest checkpoint in `path` (periodic `last.ckpt` or SLURM's `hpc_ckpt_<n>.ckpt`)
+    if the folder is stamped with `fingerprint`."""
+    stamp = path / "config.json"
+    try:
+        if json.loads(stamp.read_text()) != fingerprint:
+            return None
+    except (OSError, ValueError):
+        return None
+    checkpoints = [path / "last.ckpt", *path.glob("hpc_ckpt_*.ckpt")]
+    return max((c for c in checkpoints if c.is_file()), key=lambda c: c.stat().st_mtime_ns,
+               default=None)  # fmt: skip
+
+
 def prepare_run_dir(path: Path, fingerprint: dict) -> Path | None:
     """The checkpoint to resume from if `path` holds one of the same configuration; otherwise
-    the folder is emptied (a run with other params must not resume a stale checkpoint)."""
+    rank 0 empties the folder (a run with other params must not resume a stale checkpoint)."""
+    resume = _resumable(path, fingerprint)
+    if resume or not is_rank_zero():
+        return resume
     stamp = path / "config.json"
-    last = path / "last.ckpt"
-    if stamp.is_file() and json.loads(stamp.read_text()) == fingerprint and last.is_file():
-        return last
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     stamp.write_text(json.dumps(fingerprint, indent=2))
@@ -132,10 +155,12 @@ def fit(
     if resume:
         step = torch.load(resume, map_location="cpu", weights_only=False)["global_step"]
         log.info("resuming from %s (step %d)", resume, step)
-        _set_aside_curve(run_dir / "log", step)
+        if is_rank_zero():
+            _set_aside_curve(run_dir / "log", step)
     every = cfg["val_every_steps"]
     trainer = L.Trainer(
         **trainer_kwargs(params["trainer"]),
+        default_root_dir=run_dir,  # where SLURM's pre-emption checkpoint goes
         max_steps=cfg["steps"],
         max_epochs=-1,
         val_check_interval=every,
@@ -155,8 +180,9 @@ def fit(
         with atomic_file(log_dir / "metrics.csv") as tmp:
             _whole_curve(run_dir / "log").to_csv(tmp, index=False)
     steps = trainer.global_step
+    jets = steps * cfg["batch_size"] * trainer.world_size  # batch_size is per rank
     return {
         "steps": steps,
         "final": {k: round(float(v), 5) for k, v in trainer.callback_metrics.items()},
-        "jets_per_s": round(steps * cfg["batch_size"] / (time.perf_counter() - tic), 1),
+        "jets_per_s": round(jets / (time.perf_counter() - tic), 1),
     }

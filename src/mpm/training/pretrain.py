@@ -176,7 +176,8 @@ class PretrainModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         losses = self._losses(batch)
         for name, loss in losses.items():
-            self.log(f"val/{name}", loss, prog_bar=name == "total", batch_size=len(batch["labels"]))
+            self.log(f"val/{name}", loss, prog_bar=name == "total", batch_size=len(batch["labels"]),
+                     sync_dist=True)  # fmt: skip
 
     def configure_optimizers(self):
         params = [*self.model.parameters(), *self.tasks.parameters()]

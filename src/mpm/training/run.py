@@ -11,7 +11,7 @@ from mpm.atomic import atomic_file
 from mpm.data.loader import JetDataset
 from mpm.models.backbone import save_backbone
 from mpm.models.encoder import JetEncoder
-from mpm.training.fit import fit, prepare_run_dir
+from mpm.training.fit import fit, is_rank_zero, prepare_run_dir
 from mpm.training.pretrain import PretrainModule
 from mpm.training.pretrained import save_pretrained
 from mpm.training.probe import linear_probe_accuracy
@@ -30,9 +30,12 @@ def pretrain(
     metrics: Path,
     tokenizer: Path | None = None,
     model_out: Path | None = None,
+    linear_probe: bool = True,
 ) -> dict:
     """Pre-train (or, for `random`, only initialise) one backbone and export it to `out`, and
-    the whole pre-training model to `model_out` if given."""
+    the whole pre-training model to `model_out` if given; `linear_probe` adds the linear-probe
+    health check to the metrics. Under DDP only rank 0 exports (the others return the
+    summary of their fit)."""
     seed, cfg = params["seed"], params["pretrain"]
     encoder_cfg = params["model"]["encoder"]
     L.seed_everything(seed, workers=True, verbose=False)
@@ -54,22 +57,24 @@ def pretrain(
             config=config, extra_inputs=(tokenizer,) if tokenizer else (),
         )  # fmt: skip
         encoder = module.encoder
+        if not is_rank_zero():
+            return summary
         if model_out is not None:
             save_pretrained(module.cpu(), {"steps": summary["steps"]}, model_out)
-    probe = params["pretrain"]["probe_jets"]
-    kwargs = dict(preprocessor_path=preprocessor, batch_size=500, seed=seed, shuffle=False)
-    summary["linear_probe_accuracy"] = round(
-        linear_probe_accuracy(
-            encoder.cpu(),
-            JetDataset(data_dir / "val.h5", n_jets=probe["train"], **kwargs),
-            JetDataset(data_dir / "test.h5", n_jets=probe["test"], **kwargs),
-        ),
-        4,
-    )
-    steps = summary["steps"]
-    save_backbone(encoder, encoder_cfg, {"backbone": backbone, "steps": steps}, out)
+    if linear_probe:
+        probe = params["pretrain"]["probe_jets"]
+        kwargs = dict(preprocessor_path=preprocessor, batch_size=500, seed=seed, shuffle=False)
+        summary["linear_probe_accuracy"] = round(
+            linear_probe_accuracy(
+                encoder.cpu(),
+                JetDataset(data_dir / "val.h5", n_jets=probe["train"], **kwargs),
+                JetDataset(data_dir / "test.h5", n_jets=probe["test"], **kwargs),
+            ),
+            4,
+        )
+        log.info("%s: linear probe accuracy %.3f", backbone, summary["linear_probe_accuracy"])
+    save_backbone(encoder, encoder_cfg, {"backbone": backbone, "steps": summary["steps"]}, out)
     with atomic_file(metrics) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("%s: %d steps, linear probe accuracy %.3f", backbone, steps,
-             summary["linear_probe_accuracy"])  # fmt: skip
+    log.info("%s: %d steps", backbone, summary["steps"])
     return summary

@@ -11,7 +11,7 @@ import torch
 from mpm.atomic import atomic_file
 from mpm.models.encoder import feature_index
 from mpm.tokenizers.vqvae import VQVAE, save_vqvae
-from mpm.training.fit import fit
+from mpm.training.fit import fit, is_rank_zero
 from mpm.training.schedule import adamw_warmup_exponential
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class VQVAEModule(L.LightningModule):
         out = self.vqvae(batch["csts"][..., self.features], batch["mask"])
         # (the quantizer computes no commitment loss outside training)
         self.log("val/reconstruction", out["reconstruction"], prog_bar=True,
-                 batch_size=len(batch["labels"]))  # fmt: skip
+                 batch_size=len(batch["labels"]), sync_dist=True)  # fmt: skip
         self.val_counts += torch.bincount(out["codes"].flatten(), minlength=len(self.val_counts))
 
     def on_validation_epoch_end(self):
@@ -83,7 +83,8 @@ def train_vqvae(
     log_dir: Path,
     metrics: Path,
 ) -> dict:
-    """Train the VQ-VAE of `tokenizers.vqvae`, export it to `out` and its metrics."""
+    """Train the VQ-VAE of `tokenizers.vqvae`, export it to `out` and its metrics (under DDP,
+    rank 0 only)."""
     seed, cfg = params["seed"], params["tokenizers"]["vqvae"]
     L.seed_everything(seed, workers=True, verbose=False)
     features = params["model"]["encoder"]["features"]
@@ -92,6 +93,8 @@ def train_vqvae(
         module, cfg, params, data_dir, preprocessor, run_dir=checkpoints, log_dir=log_dir,
         config={"seed": seed, "vqvae": cfg, "features": features},
     )  # fmt: skip
+    if not is_rank_zero():
+        return summary
     save_vqvae(module.vqvae.cpu(), model_config(cfg, features), out)
     with atomic_file(metrics) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
