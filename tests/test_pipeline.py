@@ -1,9 +1,16 @@
 """The repository as a whole: profiles, stage CLIs, and the DVC DAG on the smoke profile."""
 
+import filecmp
+import getpass
+import json
 import os
 import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,9 +78,101 @@ def _downstream_of(stages: set[str], lock: dict) -> set[str]:
         found |= more
 
 
-@pytest.mark.slow
-def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
-    repo = copy_repo(tmp_path / "repo")
+@pytest.fixture
+def ssh_server(tmp_path_factory):
+    """A real sshd on loopback that takes a fresh key (skipped where there is no sshd: CI's
+    .ci/run installs Debian's openssh-server)."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).is_file() or not shutil.which("ssh-keygen"):
+        pytest.skip("no sshd or ssh-keygen: install openssh-server (.ci/run does)")
+    home = tmp_path_factory.mktemp("sshd")
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / key)],
+                       check=True)  # fmt: skip
+    shutil.copy(home / "client_key.pub", home / "authorized_keys")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (home / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {home / 'host_key'}\n"
+        f"AuthorizedKeysFile {home / 'authorized_keys'}\nPidFile {home / 'sshd.pid'}\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+        "StrictModes no\nSubsystem sftp internal-sftp\n"
+    )
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
+    server = subprocess.Popen([sshd, "-D", "-e", "-f", str(home / "sshd_config")],
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 10
+    while time.time() < deadline and server.poll() is None:
+        with socket.socket() as client:
+            if client.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    if server.poll() is not None:
+        pytest.skip(f"sshd did not start: {server.stderr.read().strip()[-300:]}")
+    yield {"url": f"ssh://{getpass.getuser()}@127.0.0.1:{port}{home / 'remote'}",
+           "keyfile": str(home / "client_key")}  # fmt: skip
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def _same_outputs(a: Path, b: Path, lock: dict) -> None:
+    """Every output of dvc.lock is byte-identical in the two workspaces."""
+    for stage in lock.values():
+        for out in stage.get("outs", []):
+            left, right = a / out["path"], b / out["path"]
+            if left.is_dir():
+                files = sorted(f.relative_to(left) for f in left.rglob("*") if f.is_file())
+                assert files == sorted(f.relative_to(right) for f in right.rglob("*")
+                                       if f.is_file()), out["path"]  # fmt: skip
+                pairs = [(left / f, right / f) for f in files]
+            else:
+                pairs = [(left, right)]
+            for x, y in pairs:
+                assert filecmp.cmp(x, y, shallow=False), f"{x} differs after the round trip"
+
+
+def _remote_round_trip(repo: Path, url: str, keyfile: str | None, clone: Path, env) -> None:
+    """`dvc push` (with the run-cache) to `url`, a fresh git clone, `dvc pull`: a clean
+    status, the same bytes, and nothing to re-run."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    _run(["dvc", "remote", "add", "-f", "-d", "shared", url], repo, env)
+    if keyfile:  # machine-specific: config.local, not committed
+        _run(["dvc", "remote", "modify", "--local", "shared", "keyfile", keyfile], repo, env)
+    _run([*git, "commit", "-qam", f"results and remote {url}"], repo, env)
+    _run(["dvc", "push", "--run-cache"], repo, env)
+    _run(["git", "clone", "-q", str(repo), str(clone)], repo, env)
+    if keyfile:
+        _run(["dvc", "remote", "modify", "--local", "shared", "keyfile", keyfile], clone, env)
+    _run(["dvc", "pull", "--run-cache"], clone, env)
+    assert "up to date" in _run(["dvc", "status"], clone, env)
+    _same_outputs(repo, clone, yaml.safe_load((repo / "dvc.lock").read_text())["stages"])
+    assert "Running stage" not in _run(["dvc", "repro"], clone, env)
+
+
+TIMING_KEYS = {"jets_per_s", "seconds"}
+
+
+def _metrics_without_timing(path: Path) -> dict:
+    return {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMING_KEYS}
+
+
+# The smoke DAG runs once (a module fixture); its tests share one xdist worker
+# (`--dist loadgroup`, Makefile) and run in file order: the remote round trips share the
+# committed results, then the experiment, the forced re-runs and the kill change them.
+
+
+def smoke_test(test):
+    """A test of the smoke DAG: slow, and on the worker that holds the DAG."""
+    return pytest.mark.slow(pytest.mark.xdist_group("smoke_dag")(test))
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """A copy of the repository with the smoke profile's whole DAG reproduced: (repo, env,
+    the dvc.lock stages)."""
+    repo = copy_repo(tmp_path_factory.mktemp("smoke") / "repo")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     _run(["git", "init", "-q"], repo, env)
@@ -81,15 +180,19 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
     (repo / "dvc.lock").unlink(missing_ok=True)
     _run([*git, "add", "-A"], repo, env)
     _run([*git, "commit", "-qm", "snapshot"], repo, env)
-
     _run(["dvc", "repro"], repo, env)
+    return repo, env, yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+
+
+@smoke_test
+def test_smoke_dag_runs_clean_and_is_complete(smoke):
+    repo, env, lock = smoke
     assert "up to date" in _run(["dvc", "status"], repo, env)
     second = _run(["dvc", "repro"], repo, env)
     assert "Running stage" not in second
 
     # Stages write nothing undeclared: untracked files are only the git-ignored declared
     # outputs, and a tracked file may change only if it is dvc.lock or a declared output.
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     outs = {o["path"] for s in lock.values() for o in s.get("outs", [])}
     status = _run(["git", "status", "--porcelain", "--untracked-files=all"], repo, env)
     for line in status.splitlines():
@@ -131,9 +234,25 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
     report = (repo / "results/REPORT.md").read_text()
     assert "## Table 1" in report and "![sweeps](figures/sweeps.png)" in report
 
-    # `dvc exp run -S mask_rate=...` re-runs exactly the stages that use the mask rate, and
-    # those that read their outputs, directly or not (curves, reconstructions, fine-tuning of
-    # the pre-trained backbones but not of the random one, the aggregation).
+
+@smoke_test
+def test_results_round_trip_through_a_local_remote(smoke, tmp_path):
+    repo, env, _ = smoke
+    _remote_round_trip(repo, str(tmp_path / "remote"), None, tmp_path / "clone", env)
+
+
+@smoke_test
+def test_results_round_trip_through_an_ssh_remote(smoke, tmp_path, ssh_server):
+    repo, env, _ = smoke
+    _remote_round_trip(repo, ssh_server["url"], ssh_server["keyfile"], tmp_path / "clone", env)
+
+
+@smoke_test
+def test_mask_rate_experiment_reruns_exactly_its_stages(smoke):
+    """`dvc exp run -S mask_rate=...` re-runs exactly the stages that use the mask rate, and
+    those that read their outputs, directly or not (curves, reconstructions, fine-tuning of
+    the pre-trained backbones but not of the random one, the aggregation)."""
+    repo, env, lock = smoke
     experiment = _run(["dvc", "exp", "run", "-S", "mask_rate=0.3"], repo, env)
     ran = set(re.findall(r"Running stage '([^']+)'", experiment))
     uses_mask_rate = {
@@ -152,3 +271,54 @@ def test_smoke_dag_runs_clean_and_is_complete(tmp_path):
     html = (repo / "results/notebooks/downstream_finetuned.html").read_text()
     assert "Downstream figures" in html and "kmeans" in html  # the table under the figures
     assert not {n for n in ran if n.startswith("finetune") and "@random-" in n}
+
+
+@smoke_test
+def test_forced_rerun_gives_the_same_metrics(smoke):
+    """Pre-training and one fine-tuning run, forced to re-run: the same metrics to the last
+    digit (timings aside) and the same backbone file."""
+    repo, env, lock = smoke
+    finetune = next(n for n in lock if n.startswith("finetune_btag@"))
+    files = ["results/pretrain/regression.json", "models/backbones/regression.pt",
+             next(o["path"] for o in lock[finetune]["outs"])]  # fmt: skip
+    before = [(repo / f).read_bytes() for f in files[1:2]]
+    metrics = _metrics_without_timing(repo / files[0])
+    run_metrics = _metrics_without_timing(repo / files[2] / "metrics.json")
+    for stage in ("pretrain@regression", finetune):
+        _run(["dvc", "repro", "--force", "--single-item", stage], repo, env)
+    assert _metrics_without_timing(repo / files[0]) == metrics
+    assert [(repo / f).read_bytes() for f in files[1:2]] == before
+    assert _metrics_without_timing(repo / files[2] / "metrics.json") == run_metrics
+
+
+@smoke_test
+def test_killed_pretraining_resumes_under_dvc_repro(smoke):
+    """SIGKILL to `dvc repro` and its stage mid-run; the next `dvc repro` resumes from the
+    persist checkpoint and completes."""
+    repo, env, _ = smoke
+    original = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["pretrain"] |= {"steps": 300, "val_every_steps": 10}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    last = repo / "checkpoints/pretrain/regression/last.ckpt"
+    run = subprocess.Popen(["dvc", "repro", "--single-item", "pretrain@regression"], cwd=repo,
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)  # fmt: skip
+    deadline = time.time() + 300
+    while run.poll() is None and time.time() < deadline and not last.is_file():
+        time.sleep(0.05)
+    time.sleep(1.0)  # a few more steps, and the checkpoint file complete
+    assert run.poll() is None, "the stage ended before it could be killed"
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert last.is_file() and not (repo / "models/backbones/regression.pt").exists()
+    done = subprocess.run(["dvc", "repro", "--single-item", "pretrain@regression"], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "resuming from" in done.stdout + done.stderr
+    assert json.loads((repo / "results/pretrain/regression.json").read_text())["steps"] == 300
+    assert "pretrain@regression" not in _run(["dvc", "status", "pretrain@regression"], repo, env)
+    # back to the profile's settings: the run-cache restores the stage without running it
+    (repo / "params.yaml").write_text(original)
+    restored = _run(["dvc", "repro", "--single-item", "pretrain@regression"], repo, env)
+    assert "Running stage" not in restored and "up to date" in _run(["dvc", "status"], repo, env)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -142,6 +143,15 @@ def test_a_checkpoint_of_other_inputs_or_settings_is_not_resumed(tmp_path):
     assert prepare_run_dir(run_dir, run_fingerprint({"lr": 1}, [tokenizer])) is None
     assert not (run_dir / "last.ckpt").exists()
     assert run_fingerprint({"lr": 2}, [tokenizer]) != run_fingerprint({"lr": 1}, [tokenizer])
+    # SLURM's pre-emption checkpoint, newer than last.ckpt, is the one resumed
+    now = run_fingerprint({"lr": 1}, [tokenizer])
+    (run_dir / "last.ckpt").write_bytes(b"periodic")
+    (run_dir / "hpc_ckpt_1.ckpt").write_bytes(b"pre-emption")
+    stat = (run_dir / "last.ckpt").stat()
+    os.utime(run_dir / "hpc_ckpt_1.ckpt", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert prepare_run_dir(run_dir, now) == run_dir / "hpc_ckpt_1.ckpt"
+    (run_dir / "finished").touch()  # a run that reached its last step is trained afresh
+    assert prepare_run_dir(run_dir, now) is None and not (run_dir / "hpc_ckpt_1.ckpt").exists()
 
 
 def test_vqvae_tokenizer_trains_and_feeds_the_vqvae_backbone(jetclass, tmp_path):

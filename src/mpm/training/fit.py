@@ -4,6 +4,8 @@ Checkpoints and the CSV log live in one `persist` folder that DVC keeps between 
 killed stage resumes from its last checkpoint and its curve keeps the steps before the kill.
 The folder is stamped with the run's configuration, its input files and the library's code:
 a run with other settings, data or code starts afresh instead of resuming a stale checkpoint.
+A run that reached its last step is marked `finished`: running the stage again (`dvc repro
+--force`, or its outputs deleted) trains afresh instead of resuming at the end.
 The curve is copied to the stage's plots output at the end.
 
 Under DDP every rank runs the stage's script (Lightning's launcher, or `srun` through
@@ -33,6 +35,7 @@ from mpm.models.layers import LAYERS
 
 log = logging.getLogger(__name__)
 HASHED_BYTES = 64 << 20  # larger inputs are identified by size and mtime, not content
+FINISHED = "finished"  # marker of a run folder whose run reached its last step
 
 
 def _file_id(path: Path) -> str:
@@ -85,8 +88,10 @@ def compile_layers(module: torch.nn.Module) -> None:
 
 def _resumable(path: Path, fingerprint: dict) -> Path | None:
     """The newest checkpoint in `path` (periodic `last.ckpt` or SLURM's `hpc_ckpt_<n>.ckpt`)
-    if the folder is stamped with `fingerprint`."""
+    if the folder is stamped with `fingerprint` and its run did not finish."""
     stamp = path / "config.json"
+    if (path / FINISHED).exists():
+        return None
     try:
         if json.loads(stamp.read_text()) != fingerprint:
             return None
@@ -179,6 +184,7 @@ def fit(
     if trainer.is_global_zero:  # the only rank that logs
         with atomic_file(log_dir / "metrics.csv") as tmp:
             _whole_curve(run_dir / "log").to_csv(tmp, index=False)
+        (run_dir / FINISHED).touch()
     steps = trainer.global_step
     jets = steps * cfg["batch_size"] * trainer.world_size  # batch_size is per rank
     return {
