@@ -22,6 +22,8 @@ def atomic_file(final: str | os.PathLike):
     try:
         yield tmp
         os.replace(tmp, final)
+    except OSError as err:
+        raise _naming(err, final) from err
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -39,5 +41,15 @@ def atomic_dir(final: str | os.PathLike):
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+    except OSError as err:
+        raise _naming(err, final) from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _naming(err: OSError, final: Path) -> OSError:
+    """A failed write (disk full, file too large) names the output it was writing; errors
+    of a write to an open file carry no file name of their own."""
+    if err.filename is not None:
+        return err
+    return OSError(err.errno, err.strerror or str(err), str(final))
