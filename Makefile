@@ -21,5 +21,4 @@ test: install
 	python -m pytest -n 2 --dist loadgroup
 
 bench: install
-	python bench/bench_generate.py
-	python bench/bench_data.py
+	python bench/run_all.py

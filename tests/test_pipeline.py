@@ -322,3 +322,29 @@ def test_killed_pretraining_resumes_under_dvc_repro(smoke):
     (repo / "params.yaml").write_text(original)
     restored = _run(["dvc", "repro", "--single-item", "pretrain@regression"], repo, env)
     assert "Running stage" not in restored and "up to date" in _run(["dvc", "status"], repo, env)
+
+
+def test_slurm_job_script_clones_shares_the_cache_and_is_requeue_safe(tmp_path):
+    """slurm/job.sbatch outside SLURM's scheduler: a clone per job id with the shared cache
+    and the profile, and a second start of the same job (a requeue) reuses that clone."""
+    venv = Path(sys.executable).parent.parent
+    if not (venv / "bin" / "activate").is_file():
+        pytest.skip("the tests do not run in a virtual environment (MPM_VENV)")
+    env = {**os.environ, "SLURM_JOB_ID": "4242", "MPM_REPO": str(REPO),
+           "MPM_CACHE": str(tmp_path / "cache"), "MPM_WORKDIR": str(tmp_path / "jobs"),
+           "MPM_VENV": str(venv), "MPM_PROFILE": "smoke", "HOME": str(tmp_path)}  # fmt: skip
+    job = ["bash", str(REPO / "slurm" / "job.sbatch"), "stage", "list", "--name-only"]
+    first = subprocess.run(job, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    clone = tmp_path / "jobs" / "4242"
+    assert "pretrain@regression" in first.stdout.split()
+    assert (clone / "params.yaml").read_text() == (REPO / "profiles/smoke.yaml").read_text()
+    assert str(tmp_path / "cache") in (clone / ".dvc" / "config.local").read_text()
+    (clone / "checkpoints").mkdir()
+    (clone / "checkpoints" / "marker").write_text("from before the requeue")
+    again = subprocess.run(job, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (clone / "checkpoints" / "marker").is_file()  # same clone, checkpoints kept
+    usage = subprocess.run(["bash", str(REPO / "slurm" / "job.sbatch")], env=env,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert usage.returncode == 2 and "usage: sbatch slurm/job.sbatch" in usage.stderr
