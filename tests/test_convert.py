@@ -262,38 +262,9 @@ def test_error_missing_branch(tmp_path, params):
     assert "HToBB_000.root" in msg and "jet_sdmass" in msg
 
 
-def test_error_truncated_file(tmp_path, params):
-    def truncate(root):
-        path = root / JC_TRAIN
-        data = path.read_bytes()
-        path.write_bytes(data[: len(data) // 2])
-
-    msg = _break_and_convert(tmp_path, params, truncate)
-    assert "HToBB_000.root" in msg
-
-
-def test_error_not_a_root_file(tmp_path, params):
-    msg = _break_and_convert(tmp_path, params, lambda r: (r / JC_TRAIN).write_text("hello"))
-    assert "HToBB_000.root" in msg and "ROOT" in msg
-
-
-def test_error_nan_value(tmp_path, params):
-    msg = _break_and_convert(tmp_path, params, lambda r: _rewrite_jetclass(r, px=float("nan")))
-    assert "HToBB_000.root" in msg and "part_px" in msg and "NaN" in msg
-
-
 def test_error_inf_value(tmp_path, params):
     msg = _break_and_convert(tmp_path, params, lambda r: _rewrite_jetclass(r, px=float("inf")))
     assert "part_px" in msg
-
-
-def test_error_empty_jet(tmp_path, params):
-    def empty(root):
-        jets = simple_jets = [dict(jet_eta=0.5, jet_phi=0.0, particles=[])]
-        jetclass_file(root / JC_TRAIN, simple_jets + jets)
-
-    msg = _break_and_convert(tmp_path, params, empty)
-    assert "HToBB_000.root" in msg and "no constituents" in msg
 
 
 def test_empty_jets_can_be_dropped(tmp_path, params):
