@@ -95,7 +95,7 @@ def cost_table(measured: dict | None) -> list[str]:
             total[n] += runs * hours[n]
         lines.append(f"| {stage} | {runs} | {jets:.2g} | "
                      + " | ".join(f"{hours[n]:,.1f}" for n in names) + " |")  # fmt: skip
-    lines.append("| **all stages (GPU hours)** | | | "
+    lines.append("| **all stages (device hours)** | | | "
                  + " | ".join(f"**{total[n]:,.0f}**" for n in names) + " |")  # fmt: skip
     return lines
 
