@@ -18,7 +18,7 @@ repro: install
 	dvc repro
 
 test: install
-	python -m pytest -n 2 --dist loadgroup
+	python -m pytest -n 2
 
 bench: install
 	python bench/run_all.py

@@ -158,21 +158,12 @@ def _metrics_without_timing(path: Path) -> dict:
     return {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMING_KEYS}
 
 
-# The smoke DAG runs once (a module fixture); its tests share one xdist worker
-# (`--dist loadgroup`, Makefile) and run in file order: the remote round trips share the
-# committed results, then the experiment, the forced re-runs and the kill change them.
-
-
-def smoke_test(test):
-    """A test of the smoke DAG: slow, and on the worker that holds the DAG."""
-    return pytest.mark.slow(pytest.mark.xdist_group("smoke_dag")(test))
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """A copy of the repository with the smoke profile's whole DAG reproduced: (repo, env,
-    the dvc.lock stages)."""
-    repo = copy_repo(tmp_path_factory.mktemp("smoke") / "repo")
+@pytest.mark.slow
+def test_smoke_dag(tmp_path):
+    """The smoke profile's whole DAG, then what users do with it, in order: a clean and
+    complete result, a round trip through a local remote, an experiment, forced re-runs and
+    a killed `dvc repro`. One test, since each step works on the results of the last."""
+    repo = copy_repo(tmp_path / "repo")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     _run(["git", "init", "-q"], repo, env)
@@ -181,12 +172,15 @@ def smoke(tmp_path_factory):
     _run([*git, "add", "-A"], repo, env)
     _run([*git, "commit", "-qm", "snapshot"], repo, env)
     _run(["dvc", "repro"], repo, env)
-    return repo, env, yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    _runs_clean_and_is_complete(repo, env, lock)
+    _remote_round_trip(repo, str(tmp_path / "remote"), None, tmp_path / "clone", env)
+    _mask_rate_experiment_reruns_exactly_its_stages(repo, env, lock)
+    _forced_rerun_gives_the_same_metrics(repo, env, lock)
+    _killed_pretraining_resumes_under_dvc_repro(repo, env)
 
 
-@smoke_test
-def test_smoke_dag_runs_clean_and_is_complete(smoke):
-    repo, env, lock = smoke
+def _runs_clean_and_is_complete(repo: Path, env, lock: dict) -> None:
     assert "up to date" in _run(["dvc", "status"], repo, env)
     second = _run(["dvc", "repro"], repo, env)
     assert "Running stage" not in second
@@ -235,24 +229,10 @@ def test_smoke_dag_runs_clean_and_is_complete(smoke):
     assert "## Table 1" in report and "![sweeps](figures/sweeps.png)" in report
 
 
-@smoke_test
-def test_results_round_trip_through_a_local_remote(smoke, tmp_path):
-    repo, env, _ = smoke
-    _remote_round_trip(repo, str(tmp_path / "remote"), None, tmp_path / "clone", env)
-
-
-@smoke_test
-def test_results_round_trip_through_an_ssh_remote(smoke, tmp_path, ssh_server):
-    repo, env, _ = smoke
-    _remote_round_trip(repo, ssh_server["url"], ssh_server["keyfile"], tmp_path / "clone", env)
-
-
-@smoke_test
-def test_mask_rate_experiment_reruns_exactly_its_stages(smoke):
+def _mask_rate_experiment_reruns_exactly_its_stages(repo: Path, env, lock: dict) -> None:
     """`dvc exp run -S mask_rate=...` re-runs exactly the stages that use the mask rate, and
     those that read their outputs, directly or not (curves, reconstructions, fine-tuning of
     the pre-trained backbones but not of the random one, the aggregation)."""
-    repo, env, lock = smoke
     experiment = _run(["dvc", "exp", "run", "-S", "mask_rate=0.3"], repo, env)
     ran = set(re.findall(r"Running stage '([^']+)'", experiment))
     uses_mask_rate = {
@@ -273,11 +253,9 @@ def test_mask_rate_experiment_reruns_exactly_its_stages(smoke):
     assert not {n for n in ran if n.startswith("finetune") and "@random-" in n}
 
 
-@smoke_test
-def test_forced_rerun_gives_the_same_metrics(smoke):
+def _forced_rerun_gives_the_same_metrics(repo: Path, env, lock: dict) -> None:
     """Pre-training and one fine-tuning run, forced to re-run: the same metrics to the last
     digit (timings aside) and the same backbone file."""
-    repo, env, lock = smoke
     finetune = next(n for n in lock if n.startswith("finetune_btag@"))
     files = ["results/pretrain/regression.json", "models/backbones/regression.pt",
              next(o["path"] for o in lock[finetune]["outs"])]  # fmt: skip
@@ -291,11 +269,9 @@ def test_forced_rerun_gives_the_same_metrics(smoke):
     assert _metrics_without_timing(repo / files[2] / "metrics.json") == run_metrics
 
 
-@smoke_test
-def test_killed_pretraining_resumes_under_dvc_repro(smoke):
+def _killed_pretraining_resumes_under_dvc_repro(repo: Path, env) -> None:
     """SIGKILL to `dvc repro` and its stage mid-run; the next `dvc repro` resumes from the
     persist checkpoint and completes."""
-    repo, env, _ = smoke
     original = (repo / "params.yaml").read_text()
     params = yaml.safe_load(original)
     params["pretrain"] |= {"steps": 300, "val_every_steps": 10}
@@ -317,11 +293,39 @@ def test_killed_pretraining_resumes_under_dvc_repro(smoke):
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "resuming from" in done.stdout + done.stderr
     assert json.loads((repo / "results/pretrain/regression.json").read_text())["steps"] == 300
-    assert "pretrain@regression" not in _run(["dvc", "status", "pretrain@regression"], repo, env)
-    # back to the profile's settings: the run-cache restores the stage without running it
+    assert "up to date" in _run(["dvc", "status", "pretrain@regression"], repo, env)
+    # back to the profile's settings: a finished run is not resumed but trained afresh
     (repo / "params.yaml").write_text(original)
-    restored = _run(["dvc", "repro", "--single-item", "pretrain@regression"], repo, env)
-    assert "Running stage" not in restored and "up to date" in _run(["dvc", "status"], repo, env)
+    again = _run(["dvc", "repro", "--single-item", "pretrain@regression"], repo, env)
+    steps = yaml.safe_load(original)["pretrain"]["steps"]
+    assert "Running stage" in again
+    assert json.loads((repo / "results/pretrain/regression.json").read_text())["steps"] == steps
+    assert "up to date" in _run(["dvc", "status", "pretrain@regression"], repo, env)
+
+
+@pytest.mark.slow
+def test_results_round_trip_through_an_ssh_remote(tmp_path, ssh_server):
+    """The round trip of the smoke DAG test through an SSH remote, on a two-stage project
+    (a real sshd on loopback; skipped where there is none)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    (repo / "params.yaml").write_text("seed: 7\n")
+    write = ("import json, pathlib, random, yaml; s = yaml.safe_load(open('params.yaml'))['seed'];"
+             " random.seed(s); p = pathlib.Path('out'); p.mkdir(exist_ok=True);"
+             " (p / 'sample.txt').write_text(str(random.random()));"
+             " json.dump({'seed': s}, open('metrics.json', 'w'))")  # fmt: skip
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "sample": {"cmd": f'python -c "{write}"', "params": ["seed"],
+                   "outs": ["out"], "metrics": [{"metrics.json": {"cache": False}}]},
+        "copy": {"cmd": "cp out/sample.txt copy.txt", "deps": ["out"], "outs": ["copy.txt"]},
+    }}))  # fmt: skip
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "repro"]):
+        _run(cmd, repo, env)
+    _run([*git, "add", "-A"], repo, env)
+    _run([*git, "commit", "-qm", "project"], repo, env)
+    _remote_round_trip(repo, ssh_server["url"], ssh_server["keyfile"], tmp_path / "clone", env)
 
 
 def test_slurm_job_script_clones_shares_the_cache_and_is_requeue_safe(tmp_path):
