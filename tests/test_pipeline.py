@@ -287,14 +287,17 @@ def _killed_pretraining_resumes_under_dvc_repro(repo: Path, env) -> None:
     persist checkpoint and completes."""
     original = (repo / "params.yaml").read_text()
     params = yaml.safe_load(original)
-    params["pretrain"] |= {"steps": 300, "val_every_steps": 10}
+    params["pretrain"] |= {"steps": 200, "val_every_steps": 10}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     last = repo / "checkpoints/pretrain/regression/last.ckpt"
+    started = time.time_ns()  # an earlier run's last.ckpt is there: wait for this run's
     run = subprocess.Popen(["dvc", "repro", "--single-item", "pretrain@regression"], cwd=repo,
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)  # fmt: skip
     deadline = time.time() + 300
-    while run.poll() is None and time.time() < deadline and not last.is_file():
+    while run.poll() is None and time.time() < deadline and not (
+        last.is_file() and last.stat().st_mtime_ns > started
+    ):
         time.sleep(0.05)
     time.sleep(1.0)  # a few more steps, and the checkpoint file complete
     assert run.poll() is None, "the stage ended before it could be killed"
@@ -305,7 +308,7 @@ def _killed_pretraining_resumes_under_dvc_repro(repo: Path, env) -> None:
                           env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "resuming from" in done.stdout + done.stderr
-    assert json.loads((repo / "results/pretrain/regression.json").read_text())["steps"] == 300
+    assert json.loads((repo / "results/pretrain/regression.json").read_text())["steps"] == 200
     assert "up to date" in _run(["dvc", "status", "pretrain@regression"], repo, env)
     # back to the profile's settings: a finished run is not resumed but trained afresh
     (repo / "params.yaml").write_text(original)
