@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--wall-s", type=float, help="with --log: the run's wall time")
     parser.add_argument("--out", help="default: results/bench/e2e_<profile>.json")
     args = parser.parse_args()
+    # the commit the clone runs (HEAD when the run starts; the repository may move on meanwhile)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
     if args.log:
         log, wall, rc = Path(args.log), args.wall_s, 0
     else:
@@ -76,8 +79,7 @@ def main() -> None:
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "profile": args.profile,
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                                 capture_output=True, text=True).stdout.strip(),
+        "commit": commit,
         "wall_s": round(wall if wall is not None else sum(seconds.values())),
         "stages_run": len(seconds),
         "seconds_by_stage_family": {k: round(v) for k, v in

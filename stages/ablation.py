@@ -5,7 +5,8 @@ The run is Table 1 row --row (1-6; `mpm.ablation.TABLE1_ROWS`) on top of the pro
 the shorter schedule of params `ablation.pretrain`, and optionally a swept --decoder-depth or
 --mask-rate (Fig. 5). Its backbone then gets a class-attention head trained on JetClass with
 the backbone frozen (`mpm.ablation.probe`: `finetune.head`, `finetune.recipe`,
-`ablation.probe`). --results receives
+`ablation.probe`). A k-means run takes --tokenizer, or --kinematic-tokenizer for the rows
+that see only the kinematic features (1-2). --results receives
 run.json (the run's settings), pretrain.json, the training curves (curves/metrics.csv) and the
 probe run (probe/), all at once when both steps succeeded; --checkpoints lets a killed
 pre-training resume.
@@ -15,7 +16,14 @@ import argparse
 import json
 from pathlib import Path
 
-from mpm.ablation import FINAL_ROW, TABLE1_BACKBONES, probe, run_params, validate_probe_params
+from mpm.ablation import (
+    FINAL_ROW,
+    TABLE1_BACKBONES,
+    probe,
+    run_params,
+    sees_kinematics_only,
+    validate_probe_params,
+)
 from mpm.atomic import atomic_dir
 from mpm.cli import run_stage
 from mpm.params import fraction, get, one_of, positive_int
@@ -32,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="data/processed/jetclass", help="converted JetClass")
     parser.add_argument("--preprocessor", default="data/preprocessor/quantile.joblib")
     parser.add_argument("--tokenizer", help="k-means tokenizer file (kmeans backbone)")
+    parser.add_argument("--kinematic-tokenizer", help="k-means tokenizer for rows 1-2 (kinematics)")
     parser.add_argument("--out", required=True, help="backbone artifact (.pt)")
     parser.add_argument("--checkpoints", required=True, help="checkpoint folder (resumable)")
     parser.add_argument("--results", required=True, help="run folder: metrics, curves, probe")
@@ -52,7 +61,10 @@ def body(params: dict, args: argparse.Namespace) -> None:
     data, preprocessor = Path(args.data), Path(args.preprocessor)
     run = {"backbone": backbone, "row": args.row, "steps": get(params, "pretrain.steps"),
            "decoder_depth": get(params, "model.decoder.depth"), "mask_rate": params["mask_rate"]}
-    tokenizer = None if args.tokenizer is None else Path(args.tokenizer)
+    tokenizer = args.tokenizer
+    if args.kinematic_tokenizer is not None and sees_kinematics_only(args.row):
+        tokenizer = args.kinematic_tokenizer
+    tokenizer = None if tokenizer is None else Path(tokenizer)
 
     def pretrain_into(results: Path) -> None:
         # the probe is the metric here: the pre-training linear-probe health check is skipped

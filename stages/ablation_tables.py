@@ -1,9 +1,9 @@
 """DVC stage `ablation_tables`: Table 1 and the Fig. 5 sweep table from the ablation probes.
 
 Reads the run folders under --runs (`stages/ablation.py`) of the ablation stages the params
-define (`mpm.ablation.run_names`) and the probes of the final
+define (`mpm.ablation.run_names`; Table 1 rows `ablation.table1_rows`) and the probes of the final
 backbones under --final/<backbone>. Writes Table 1 as Markdown, CSV and LaTeX (accuracy in %,
-the change from the row above, the paper's numbers beside ours, the random backbone's probe
+the change from the line above, the paper's numbers beside ours, the random backbone's probe
 under --final/random as a reference line), the sweep table
 (sweeps.csv, drawn by notebooks/sweeps.ipynb) and Table 1's accuracies as DVC metrics.
 """
@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from mpm.ablation import TABLE1_BACKBONES, run_names
+from mpm.ablation import FINAL_ROW, TABLE1_BACKBONES, run_names, table1_rows
 from mpm.atomic import atomic_file
 from mpm.cli import run_stage
 from mpm.tables import (
@@ -42,7 +42,8 @@ def body(params: dict, args: argparse.Namespace) -> None:
     final = {b: read_json(Path(args.final) / b / "metrics.json")["accuracy"]
              for b in TABLE1_BACKBONES}  # fmt: skip
     random = read_probe(Path(args.final) / "random")
-    table = table1(table1_accuracy(runs, final), random["accuracy"])
+    rows = [*table1_rows(params), FINAL_ROW]
+    table = table1(table1_accuracy(runs, final), random["accuracy"], rows)
     sweeps = sweep_table(runs, random)
     out = Path(args.out)
     outputs = {
@@ -51,8 +52,8 @@ def body(params: dict, args: argparse.Namespace) -> None:
         "table1.tex": table1_latex(table),
         "sweeps.csv": sweeps.to_csv(index=False),
     }
-    rows = table[table["row"] != "reference"]
-    metrics = {b: {f"row{r}": v for r, v in zip(rows["row"], rows[b])} for b in TABLE1_BACKBONES}
+    lines = table[table["row"] != "reference"]
+    metrics = {b: {f"row{r}": v for r, v in zip(lines["row"], lines[b])} for b in TABLE1_BACKBONES}
     metrics["random_init"] = round(100 * random["accuracy"], 1)
     for name, text in outputs.items():
         with atomic_file(out / name) as tmp:

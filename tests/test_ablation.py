@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_stage
-from mpm.ablation import FINAL_ROW, TABLE1_ROWS, run_names, run_params
+from mpm.ablation import FINAL_ROW, TABLE1_ROWS, run_names, run_params, table1_rows
 from mpm.errors import InputError
 from mpm.tables import (
     PAPER_TABLE1,
@@ -24,8 +24,10 @@ from mpm.tables import (
 )
 
 SMOKE = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
-# The sweeps of the run folders `_write_ablation` writes.
-SWEPT = {**SMOKE, "ablation": {**SMOKE["ablation"], "decoder_depths": [3], "mask_rates": [0.7]}}
+# The Table 1 rows and sweeps of the run folders `_write_ablation` writes.
+SWEPT = {**SMOKE, "ablation": {**SMOKE["ablation"], "table1_rows": [1, 2, 3, 4, 5, 6],
+                               "decoder_depths": [3], "mask_rates": [0.7]}}  # fmt: skip
+ALL_ROWS = list(range(1, FINAL_ROW + 1))
 
 
 def test_run_params_apply_the_row_the_short_schedule_and_the_sweep():
@@ -48,7 +50,7 @@ def _accuracy(offset: float = 0.0) -> dict:
 
 
 def test_table1_gives_percentages_deltas_and_the_papers_numbers():
-    table = table1(_accuracy(), random=0.39)
+    table = table1(_accuracy(), random=0.39, rows=ALL_ROWS)
     assert list(table["row"]) == [*map(str, range(1, FINAL_ROW + 1)), "reference"]
     assert list(table["configuration"]) == [name for name, _ in TABLE1_ROWS] + [REFERENCE]
     np.testing.assert_allclose(table["regression"], [42, 44, 46, 48, 50, 52, 54, 39])
@@ -70,7 +72,36 @@ def test_table1_names_the_missing_runs():
     accuracy = _accuracy()
     del accuracy[(3, "kmeans")]
     with pytest.raises(InputError, match=r"\(3, 'kmeans'\)"):
-        table1(accuracy, random=0.4)
+        table1(accuracy, random=0.4, rows=ALL_ROWS)
+
+
+def test_table1_of_a_profiles_rows_compares_like_with_like():
+    """The smoke profile trains rows 1 and 6: each change is over the line above, for ours and
+    for the paper's numbers alike."""
+    accuracy = {k: v for k, v in _accuracy().items() if k[0] in (1, 6, 7)}
+    table = table1(accuracy, random=0.39, rows=[1, 6, FINAL_ROW])
+    assert list(table["row"]) == ["1", "6", "7", "reference"]
+    assert list(table["configuration"])[:3] == [TABLE1_ROWS[r - 1][0] for r in (1, 6, 7)]
+    np.testing.assert_allclose(table["regression delta"].iloc[1:3], [10.0, 2.0])
+    np.testing.assert_allclose(table["paper kmeans delta"].iloc[1], 83.0 - 56.2, atol=0.05)
+    assert list(table["paper regression"].iloc[:3]) == [48.9, 80.4, 83.3]
+
+
+def test_the_profiles_table1_rows_name_the_ablation_runs():
+    assert table1_rows(SMOKE) == [1, 6]
+    names = run_names(SMOKE)
+    assert [n for n in names if "-row" in n] == [
+        "regression-row1", "regression-row6", "kmeans-row1", "kmeans-row6"]  # fmt: skip
+    default = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert table1_rows(default) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("rows", [[], [1, 1, 6], [6, 1], [0, 6], [1, 6, 7], "1, 6", [True, 6],
+                                  [1.0, 6], [1, 2]])  # fmt: skip
+def test_bad_table1_rows_are_one_line_errors(rows):
+    params = {**SMOKE, "ablation": {**SMOKE["ablation"], "table1_rows": rows}}
+    with pytest.raises(InputError, match=r"^params: 'ablation.table1_rows' must"):
+        table1_rows(params)
 
 
 def _write_probe(probe, accuracy, n_test=50):
@@ -216,14 +247,21 @@ def test_ablation_stage_rejects_bad_settings_in_one_line(tmp_path, params, args,
     assert not (tmp_path / "run").exists() and not (tmp_path / "b.pt").exists()
 
 
-def test_kinematic_rows_refuse_a_tokenizer_of_all_features(jetclass, tmp_path):
+KINEMATIC_TOKENIZER = ("--tokenizer", "absent.pt", "--kinematic-tokenizer", "k.pt")
+
+
+@pytest.mark.parametrize("tokenizers", [("--tokenizer", "k.pt"), KINEMATIC_TOKENIZER])
+def test_kinematic_rows_refuse_a_tokenizer_of_all_features(jetclass, tmp_path, tokenizers):
+    """Row 1 sees the kinematics only: it takes --kinematic-tokenizer where one is given (the
+    absent --tokenizer is not read), and refuses a tokenizer of all features."""
     root, params = jetclass
     from mpm.tokenizers.kmeans import save_centroids
 
     save_centroids(np.random.default_rng(0).normal(size=(8, 7)).astype(np.float32),
                    tmp_path / "k.pt")  # fmt: skip
+    tokenizers = [a if a.startswith("--") else str(tmp_path / a) for a in tokenizers]
     proc = run_stage("ablation.py", params, tmp_path, "--backbone", "kmeans", "--row", "1",
-                     "--tokenizer", str(tmp_path / "k.pt"), "--data", str(root / "jetclass"),
+                     *tokenizers, "--data", str(root / "jetclass"),
                      "--preprocessor", str(root / "pre.joblib"), "--out", str(tmp_path / "b.pt"),
                      "--checkpoints", str(tmp_path / "c"),
                      "--results", str(tmp_path / "run"))  # fmt: skip

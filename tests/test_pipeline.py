@@ -164,7 +164,8 @@ def test_smoke_dag(tmp_path):
     complete result, a round trip through a local remote, an experiment, forced re-runs and
     a killed `dvc repro`. One test, since each step works on the results of the last."""
     repo = copy_repo(tmp_path / "repo")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "PYTHONPATH": str(repo / "src")}  # the copy's library, not the editable install's
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     _run(["git", "init", "-q"], repo, env)
     (repo / "params.yaml").write_text((repo / "profiles" / "smoke.yaml").read_text())

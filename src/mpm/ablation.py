@@ -6,7 +6,8 @@ row is a list of `key.path=value` overrides on top of the profile's params (the 
 `dvc exp run -S`). Rows 1-6 are pre-trained shorter than the final backbones (params
 `ablation.pretrain`; paper: 200k of 1M steps) with a 2-layer decoder and a 30% mask rate;
 row 7 is the final setting, i.e. the profile's own backbones. Fig. 5 varies the decoder depth
-or the mask rate of row 6 (k-means + ID). Every run is scored by the accuracy of a
+or the mask rate of row 6 (k-means + ID). A profile trains the rows of
+`ablation.table1_rows` (the smoke profile a subset). Every run is scored by the accuracy of a
 class-attention head trained on its frozen backbone (JetClass; `probe`); `mpm.tables` builds
 the tables.
 """
@@ -16,8 +17,6 @@ from pathlib import Path
 
 import yaml
 
-from mpm.downstream.finetune import validate_params as validate_finetune
-from mpm.downstream.run import finetune
 from mpm.errors import InputError
 from mpm.params import get, non_negative_int, positive_int
 
@@ -60,10 +59,32 @@ def apply_overrides(params: dict, overrides: list[str]) -> dict:
     return params
 
 
+def table1_rows(params: dict) -> list[int]:
+    """The Table 1 rows the profile trains (`ablation.table1_rows`), or a one-line InputError:
+    distinct rows of 1-6 in order, with Fig. 5's base row among them."""
+    rows = get(params, "ablation.table1_rows")
+    valid = range(1, FINAL_ROW)
+    rows_ok = isinstance(rows, list) and rows and all(
+        isinstance(r, int) and not isinstance(r, bool) and r in valid for r in rows
+    )
+    if not rows_ok or rows != sorted(set(rows)):
+        raise InputError(f"params: 'ablation.table1_rows' must list distinct rows of "
+                         f"{valid.start}-{valid.stop - 1} in order, got {rows!r}")  # fmt: skip
+    if SWEEP_BASE_ROW not in rows:
+        raise InputError(f"params: 'ablation.table1_rows' must include row {SWEEP_BASE_ROW}, "
+                         "the base of the Fig. 5 sweeps")  # fmt: skip
+    return rows
+
+
+def sees_kinematics_only(row: int) -> bool:
+    """Whether Table 1 row `row` trains on the kinematic features alone (its tokenizer too)."""
+    return "model.encoder.features=kinematic" in TABLE1_ROWS[row - 1][1]
+
+
 def run_names(params: dict) -> list[str]:
     """The run folders of the ablation stages in dvc.yaml for these params: `<backbone>-row<N>`
     for Table 1, `kmeans-depth<D>` and `kmeans-mask<R>` for the Fig. 5 sweeps."""
-    names = [f"{b}-row{row}" for b in TABLE1_BACKBONES for row in range(1, FINAL_ROW)]
+    names = [f"{b}-row{row}" for b in TABLE1_BACKBONES for row in table1_rows(params)]
     names += [f"kmeans-depth{d}" for d in params["ablation"]["decoder_depths"]]
     return names + [f"kmeans-mask{r}" for r in params["ablation"]["mask_rates"]]
 
@@ -94,6 +115,8 @@ def probe_params(params: dict) -> dict:
 def probe(backbone: Path, params: dict, data_dir: Path, preprocessor: Path, out_dir: Path) -> dict:
     """The metric of Table 1 and Fig. 5: a class-attention head (`finetune.head`) trained on
     JetClass on top of the frozen `backbone`; writes `out_dir/{metrics.json,predictions.csv}`."""
+    from mpm.downstream.run import finetune  # here: the table and report stages need no torch
+
     settings = params["ablation"]["probe"]
     return finetune("jetclass", backbone, "frozen", settings["jets"], settings["seed"],
                     probe_params(params), data_dir, preprocessor, out_dir)  # fmt: skip
@@ -110,4 +133,6 @@ def validate_probe_params(params: dict) -> None:
         # the probe keeps its best validated head: it must validate at least once
         raise InputError("params: 'ablation.probe.max_steps' is below "
                          "'finetune.recipe.val_every_steps'")  # fmt: skip
+    from mpm.downstream.finetune import validate_params as validate_finetune
+
     validate_finetune(probe_params(params))

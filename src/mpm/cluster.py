@@ -64,7 +64,8 @@ def take_locks(base_rev: str, lock_paths: list[Path], ours: Path = Path("dvc.loc
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mpm.cluster", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mpm.cluster",
+                                     description=__doc__.split("\n\n")[0])  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     take = sub.add_parser("take-locks", help="take the stage entries earlier jobs produced")
     take.add_argument("--base", default="HEAD", help="the git revision every job started from")

@@ -107,7 +107,9 @@ def build_report(params: dict, results: Path, figures: Path, report: Path) -> st
         "## Table 1: model redesign ablation",
         "",
         "Accuracy (%) of a class-attention head on the frozen backbone, JetClass; in brackets "
-        "the change from the row above. Rows 1-6 use the shorter ablation schedule.",
+        "the change from the line above, over the rows the profile trains "
+        "(`ablation.table1_rows`). All rows but the last (7, the final backbones) use the "
+        "shorter ablation schedule.",
         "",
         table1.strip(),
         "",

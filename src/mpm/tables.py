@@ -19,7 +19,7 @@ REFERENCE = "Random init (no pre-training; reference)"
 
 
 def _with_deltas(accuracy: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy (%) per row and backbone, each followed by its change from the row above."""
+    """Accuracy (%) per row and backbone, each followed by its change from the line above."""
     columns = {}
     for backbone in accuracy.columns:
         columns[backbone] = accuracy[backbone]
@@ -27,22 +27,24 @@ def _with_deltas(accuracy: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def table1(probe_accuracy: dict[tuple[int, str], float], random: float) -> pd.DataFrame:
-    """Table 1 from the probe accuracy (fraction) of each (row, backbone): one line per row
-    with the accuracy in %, the change from the row above, and the paper's numbers; then the
-    random backbone's probe accuracy `random` as a reference line (not in the paper)."""
-    missing = [(row, b) for row in range(1, FINAL_ROW + 1) for b in TABLE1_BACKBONES
+def table1(probe_accuracy: dict[tuple[int, str], float], random: float,
+           rows: list[int]) -> pd.DataFrame:  # fmt: skip
+    """Table 1 from the probe accuracy (fraction) of each (row, backbone), for the Table 1
+    `rows` a profile trains (ascending; the final row last): one line per row with the accuracy
+    in %, the change from the line above, and the paper's numbers with their change over the
+    same lines; then the random backbone's probe accuracy `random` as a reference line (not in
+    the paper)."""
+    missing = [(row, b) for row in rows for b in TABLE1_BACKBONES
                if (row, b) not in probe_accuracy]  # fmt: skip
     if missing:
         raise InputError(f"Table 1 lacks the runs (row, backbone) {missing}")
     ours = pd.DataFrame(
-        {b: [100 * probe_accuracy[(row, b)] for row in range(1, FINAL_ROW + 1)]
-         for b in TABLE1_BACKBONES}  # fmt: skip
+        {b: [100 * probe_accuracy[(row, b)] for row in rows] for b in TABLE1_BACKBONES}
     )
-    paper = pd.DataFrame({b: PAPER_TABLE1[b] for b in TABLE1_BACKBONES})
+    paper = pd.DataFrame({b: [PAPER_TABLE1[b][row - 1] for row in rows] for b in TABLE1_BACKBONES})
     table = pd.concat([_with_deltas(ours), _with_deltas(paper).add_prefix("paper ")], axis=1)
-    table.insert(0, "configuration", [name for name, _ in TABLE1_ROWS])
-    table.insert(0, "row", [str(row) for row in range(1, FINAL_ROW + 1)])
+    table.insert(0, "configuration", [TABLE1_ROWS[row - 1][0] for row in rows])
+    table.insert(0, "row", [str(row) for row in rows])
     reference = {"row": "reference", "configuration": REFERENCE}
     reference |= {b: 100 * random for b in TABLE1_BACKBONES}
     table = pd.concat([table, pd.DataFrame([reference])], ignore_index=True)
