@@ -189,6 +189,11 @@ CATALOGUE = {
         "ablation", ["--backbone", "kmeans", "--row", "9", "--out", str(t / "a.pt"),
                      "--checkpoints", str(t / "ckpt"), "--results", str(t / "run")],
         [t / "a.pt", t / "run"], "'--row' must be one of")),
+    "ablation_tables: Table 1 rows without Fig. 5's base row": (
+        _params_edit("ablation.table1_rows", [1, 2]), lambda t, s: Case(
+            "ablation_tables", ["--runs", str(t / "in/runs"), "--final", str(t / "in/final"),
+                                "--out", str(t / "tables"), "--metrics", str(t / "t1.json")],
+            [t / "tables", t / "t1.json"], "'ablation.table1_rows' must include row 6")),
 }
 
 
