@@ -18,7 +18,7 @@ repro: install
 	dvc repro
 
 test: install
-	python -m pytest -n 2
+	python -m pytest -n 2 --dist worksteal
 
 bench: install
 	python bench/run_all.py

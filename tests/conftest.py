@@ -17,6 +17,13 @@ from mpm.data.root_io import write_btag, write_jetclass
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items):
+    """The slow end-to-end tests first: under `-n 2 --dist worksteal` (make test) one worker
+    runs them while the other takes the rest and steals what was queued behind them, so the
+    suite lasts about as long as its longest test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def jetclass_file(path: Path, jets: list[dict], label: str = "Hbb") -> Path:
     """`jets`: dicts with jet_eta, jet_phi and `particles`, a list of dicts with px, py, deta,
     dphi, d0val, dzval, charge, kind (photon|neutral|hadron|electron|muon)."""
