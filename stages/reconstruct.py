@@ -22,8 +22,8 @@ from mpm.evaluation.reconstruction import (
     evaluate_generation,
     evaluate_reconstruction,
     load_masked_jets,
-    save_samples,
 )
+from mpm.evaluation.samples import save_samples
 from mpm.params import fraction, get, positive_int
 from mpm.training.pretrained import load_pretrained
 

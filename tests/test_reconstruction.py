@@ -13,10 +13,9 @@ from mpm.evaluation.reconstruction import (
     evaluate_reconstruction,
     jet_mass,
     load_masked_jets,
-    load_samples,
     reconstruction_distances,
-    save_samples,
 )
+from mpm.evaluation.samples import load_samples, save_samples
 from mpm.models.masking import choose_dropped
 from mpm.params import load_params
 from mpm.plotting.reconstruction import draw_generation, draw_reconstructions

@@ -1,5 +1,5 @@
 """Fig. 8 (masked-jet reconstructions per backbone) and the SSFM whole-jet generation figure,
-drawn from the samples of the `reconstruct` stage (`mpm.evaluation.reconstruction.load_samples`)."""
+drawn from the samples of the `reconstruct` stage (`mpm.evaluation.samples.load_samples`)."""
 
 import matplotlib.pyplot as plt
 import numpy as np
