@@ -18,6 +18,7 @@ from mpm.plotting.downstream import draw
 from mpm.plotting.inputs import draw as draw_inputs
 from mpm.plotting.inputs import tail_fractions
 from mpm.plotting.sweeps import draw as draw_sweeps
+from mpm.plotting.style import EXPERIMENT, label
 from mpm.plotting.sweeps import read_sweeps
 
 SCALARS = HEADLINE  # each task's headline metric, as the aggregate stage names it
@@ -166,3 +167,19 @@ def test_sweep_figure_draws_each_sweep_in_percent_sorted_by_value(tmp_path):
         read_sweeps(tmp_path / "depth_only.csv")
     with pytest.raises(InputError, match="missing.csv: not found"):
         read_sweeps(tmp_path / "missing.csv")
+
+
+def test_the_experiment_label_sits_above_the_axes_bold_then_italic_then_right():
+    fig, ax = plt.subplots()
+    label(ax, rlabel="JetClass")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    top = ax.get_window_extent(renderer).y1
+    texts = {t.get_text(): t for t in fig.findobj(plt.Text) if t.get_text()}
+    name, kind, right = texts[EXPERIMENT], texts["Simulation"], texts["JetClass"]
+    boxes = [t.get_window_extent(renderer) for t in (name, kind, right)]
+    assert all(box.y0 >= top for box in boxes)  # above the axes, not on the data
+    assert boxes[0].x1 <= boxes[1].x0 < boxes[2].x0  # name, then kind, then the right label
+    assert name.get_fontweight() == "bold" and kind.get_fontstyle() == "italic"
+    assert name.get_fontsize() > kind.get_fontsize()
+    plt.close(fig)

@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import mplhep  # noqa: E402
+from matplotlib.offsetbox import AnchoredOffsetbox, HPacker, TextArea  # noqa: E402
 
 from mpm.atomic import atomic_file  # noqa: E402
 
@@ -53,8 +54,20 @@ def use_style() -> None:
 
 
 def label(ax, llabel: str = "Simulation", rlabel: str = "") -> None:
-    """Experiment-style label: bold project name, italic `llabel`, `rlabel` on the right."""
-    mplhep.label.exp_label(exp=EXPERIMENT, llabel=llabel, rlabel=rlabel, ax=ax)
+    """Experiment-style label above the axes, as mplhep's `exp_label` draws it: bold project
+    name, italic `llabel`, `rlabel` on the right. Laid out by matplotlib's offsetbox at draw
+    time: `exp_label` draws the whole figure twice per call to measure its text, which made
+    six-panel figures take seconds."""
+    size = plt.rcParams["font.size"]
+    parts = [TextArea(EXPERIMENT, textprops={"fontweight": "bold", "fontsize": 1.3 * size})]
+    if llabel:
+        parts.append(TextArea(llabel, textprops={"fontstyle": "italic", "fontsize": size}))
+    above = {"bbox_to_anchor": (0, 1.005), "bbox_transform": ax.transAxes}
+    box = HPacker(children=parts, align="baseline", pad=0, sep=0.6 * size)
+    ax.add_artist(AnchoredOffsetbox("lower left", child=box, pad=0, borderpad=0, frameon=False,
+                                    **above))  # fmt: skip
+    if rlabel:
+        ax.text(1, 1.005, rlabel, transform=ax.transAxes, ha="right", va="bottom", fontsize=size)
 
 
 def save_figure(fig: plt.Figure, stem: str | Path, dpi: int = 90) -> list[Path]:
