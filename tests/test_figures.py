@@ -17,8 +17,8 @@ from mpm.errors import InputError
 from mpm.plotting.downstream import draw
 from mpm.plotting.inputs import draw as draw_inputs
 from mpm.plotting.inputs import tail_fractions
-from mpm.plotting.sweeps import draw as draw_sweeps
 from mpm.plotting.style import EXPERIMENT, label
+from mpm.plotting.sweeps import draw as draw_sweeps
 from mpm.plotting.sweeps import read_sweeps
 
 SCALARS = HEADLINE  # each task's headline metric, as the aggregate stage names it
