@@ -60,9 +60,8 @@ def _read(path: Path) -> str:
 def _headline_table(headline: dict) -> str:
     lines = []
     for task, entry in headline.items():
-        for mode in ("finetuned", "frozen"):
-            if mode not in entry:
-                continue
+        # the modes the grid ran, in its order (the entry's other keys describe the task)
+        for mode in (key for key, value in entry.items() if isinstance(value, dict)):
             means, gains = entry[mode]["mean"], entry[mode]["gain_over_random"]
             cells = [f"{BACKBONE_NAMES.get(b, b)} {v:.3f} ({gains[b]:+.3f})"
                      for b, v in means.items() if b != "random"]  # fmt: skip
