@@ -21,7 +21,6 @@ from mpm.ablation import (
     TABLE1_BACKBONES,
     probe,
     run_params,
-    sees_kinematics_only,
     validate_probe_params,
 )
 from mpm.atomic import atomic_dir
@@ -61,8 +60,9 @@ def body(params: dict, args: argparse.Namespace) -> None:
     data, preprocessor = Path(args.data), Path(args.preprocessor)
     run = {"backbone": backbone, "row": args.row, "steps": get(params, "pretrain.steps"),
            "decoder_depth": get(params, "model.decoder.depth"), "mask_rate": params["mask_rate"]}
+    kinematic_row = get(params, "model.encoder.features") == "kinematic"  # the row's settings
     tokenizer = args.tokenizer
-    if args.kinematic_tokenizer is not None and sees_kinematics_only(args.row):
+    if args.kinematic_tokenizer is not None and kinematic_row:
         tokenizer = args.kinematic_tokenizer
     tokenizer = None if tokenizer is None else Path(tokenizer)
 

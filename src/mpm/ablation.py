@@ -76,11 +76,6 @@ def table1_rows(params: dict) -> list[int]:
     return rows
 
 
-def sees_kinematics_only(row: int) -> bool:
-    """Whether Table 1 row `row` trains on the kinematic features alone (its tokenizer too)."""
-    return "model.encoder.features=kinematic" in TABLE1_ROWS[row - 1][1]
-
-
 def run_names(params: dict) -> list[str]:
     """The run folders of the ablation stages in dvc.yaml for these params: `<backbone>-row<N>`
     for Table 1, `kmeans-depth<D>` and `kmeans-mask<R>` for the Fig. 5 sweeps."""
