@@ -40,6 +40,12 @@ def test_profiles_have_the_same_keys_and_no_templating():
     assert names == {"default", "smoke", "paper"}
 
 
+def test_every_profile_weights_the_id_task_as_the_authors_do():
+    # 0.3: the authors' choice, so that the ID task does not dominate the continuous one
+    for path in PROFILES:
+        assert yaml.safe_load(path.read_text())["pretrain"]["id_task"]["weight"] == 0.3, path
+
+
 @pytest.mark.parametrize("script", STAGES, ids=lambda p: p.name)
 def test_every_stage_has_help(script):
     proc = subprocess.run(

@@ -66,10 +66,16 @@ class TokenClassification(ReconstructionTask):
         self.tokenizer = tokenizer.requires_grad_(False)
         self.head = nn.Linear(dim, n_tokens)
 
+    @torch.no_grad()
+    def targets(self, batch: dict, dropped: torch.Tensor) -> torch.Tensor:
+        """Tokens of the dropped constituents, computed in fp32 whatever the training step's
+        autocast: in bf16 a nearest-centroid search among thousands of centroids picks
+        another centroid for a few per cent of the constituents."""
+        with torch.autocast(batch["csts"].device.type, enabled=False):
+            return self.tokenizer(batch["csts"].float(), batch["mask"])[dropped]
+
     def loss(self, decoded, batch, dropped):
-        with torch.no_grad():
-            tokens = self.tokenizer(batch["csts"], batch["mask"])[dropped]
-        return F.cross_entropy(self.head(decoded), tokens)
+        return F.cross_entropy(self.head(decoded), self.targets(batch, dropped))
 
     @torch.no_grad()
     def sample(self, decoded: torch.Tensor) -> torch.Tensor:
