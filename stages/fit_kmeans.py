@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mpm.atomic import atomic_file
 from mpm.cli import run_stage
@@ -21,8 +20,8 @@ from mpm.models.encoder import FEATURE_SETS
 from mpm.params import get, one_of, positive_int
 from mpm.tokenizers.kmeans import (
     BACKENDS,
-    KMeansTokenizer,
     fit_kmeans,
+    quantisation_score,
     save_centroids,
     training_points,
 )
@@ -56,10 +55,9 @@ def body(params: dict, args: argparse.Namespace) -> None:
     tic = time.perf_counter()
     centroids = fit_kmeans(points, k, iterations, seed, backend)
     fit_s = time.perf_counter() - tic
-    val = torch.from_numpy(training_points(data / "val.h5", pre, n_jets, seed + 1, features))
-    tokens = KMeansTokenizer(centroids)(val)
-    error = ((val - torch.from_numpy(centroids)[tokens]) ** 2).sum(1).mean()
-    usage = len(np.unique(tokens.numpy())) / k
+    val = training_points(data / "val.h5", pre, n_jets, seed + 1, features)
+    error, counts = quantisation_score(centroids, val)
+    usage = np.count_nonzero(counts) / k
     metrics = {
         "k": k,
         "n_points": len(points),

@@ -1,5 +1,6 @@
 """Model building blocks, encoder and the MAE pass: shapes, set symmetries, masking."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -226,6 +227,25 @@ def _vqvae(codebook_size=16, seed=0):
     vqvae = VQVAE(dim=16, depth=1, heads=2, codebook_size=codebook_size, codebook_dim=4)
     vqvae(*_batch(b=8, seed=seed)[::2])  # the first training pass initialises the codebook
     return vqvae
+
+
+@pytest.mark.parametrize("chunk_points", [1, 7, 1000])
+def test_kmeans_scoring_in_chunks_equals_the_whole_matmul(chunk_points, monkeypatch):
+    from mpm.tokenizers import kmeans
+
+    rng = np.random.default_rng(0)
+    centroids = rng.normal(size=(40, 7)).astype(np.float32)
+    points = rng.normal(size=(300, 7)).astype(np.float32)
+    distances = torch.cdist(torch.from_numpy(points), torch.from_numpy(centroids))
+    nearest = distances.argmin(1)
+    seen = []
+    forward = kmeans.KMeansTokenizer.forward
+    monkeypatch.setattr(kmeans.KMeansTokenizer, "forward",
+                        lambda self, x, mask=None: seen.append(len(x)) or forward(self, x))
+    error, counts = kmeans.quantisation_score(centroids, points, chunk_points)
+    assert max(seen) == min(chunk_points, len(points))  # never all points x all centroids
+    assert error == pytest.approx(float((distances.min(1).values ** 2).mean()), rel=1e-5)
+    assert np.array_equal(counts, np.bincount(nearest.numpy(), minlength=40))
 
 
 def test_kmeans_tokenizer_takes_whole_jets():

@@ -116,3 +116,19 @@ class KMeansTokenizer(nn.Module):
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [...] -> their centroids' features [..., F]."""
         return self.centroids[tokens]
+
+
+def quantisation_score(
+    centroids: np.ndarray, points: np.ndarray, chunk_points: int = 1 << 15
+) -> tuple[float, np.ndarray]:
+    """(mean squared distance of `points` [M, F] to their nearest centroid, how many points
+    each centroid takes [K]), scored `chunk_points` at a time: one matmul of all points
+    against all centroids is M x K floats (terabytes at the paper's 4e7 x 16384)."""
+    tokenizer = KMeansTokenizer(centroids)
+    squared_error, counts = 0.0, np.zeros(len(centroids), dtype=np.int64)
+    for start in range(0, len(points), chunk_points):
+        x = torch.from_numpy(np.ascontiguousarray(points[start : start + chunk_points]))
+        tokens = tokenizer(x)
+        squared_error += float(((x - tokenizer.centroids[tokens]) ** 2).sum(dtype=torch.float64))
+        counts += np.bincount(tokens.numpy(), minlength=len(centroids))
+    return squared_error / max(len(points), 1), counts
