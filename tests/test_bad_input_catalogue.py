@@ -174,9 +174,15 @@ CATALOGUE = {
                         str(s / "jetclass/test.h5"), "--preprocessor", str(s / "pre.joblib"),
                         "--samples", str(t / "samples.npz"), "--metrics", str(t / "r.json")],
         [t / "samples.npz", t / "r.json"], "m.pt")),
-    "cwola_data: more signal jets than the set holds": (None, lambda t, s: Case(
-        "cwola_data", ["--jetclass", str(s / "jetclass"), "--n-signal", "100000", "--out",
-                       str(t / "cwola")], [t / "cwola"], "100000")),
+    "cwola_data: more signal jets than the set holds": (
+        _params_edit("finetune.cwola.min_background_at_fpr", 0.1), lambda t, s: Case(
+        "cwola_data", ["--jetclass", str(s / "jetclass"), "--n-signal", "100000", "--seed",
+                       "0", "--out", str(t / "cwola")], [t / "cwola"], "100000")),
+    "cwola_data: too few QCD test jets at the SIC's working point": (
+        _params_edit("finetune.cwola.min_background_at_fpr", 1000), lambda t, s: Case(
+            "cwola_data", ["--jetclass", str(s / "jetclass"), "--n-signal", "10", "--seed",
+                           "0", "--out", str(t / "cwola")], [t / "cwola"],
+            "finetune.cwola.min_background_at_fpr")),
     "aggregate: empty runs folder (every run of the grid missing)": (None, lambda t, s: Case(
         "aggregate", ["--runs", str((t / "in/runs").resolve()), "--out", str(t / "tables"),
                       "--metrics", str(t / "headline.json")],

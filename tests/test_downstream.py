@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mpm.downstream.cwola import build_cwola
+from mpm.errors import InputError
 from mpm.downstream.finetune import FinetuneModule, backbone_lr_factor, pair_mask
 from mpm.downstream.heads import JetClassifier, TrackClassifier, VertexFinder
 from mpm.downstream.run import finetune
@@ -87,6 +88,20 @@ def test_backbone_is_held_then_trained_unless_frozen(mode):
     assert all(changed[held:]) == (mode == "finetuned") and any(changed) == (mode == "finetuned")
 
 
+def test_a_cwola_run_with_too_few_background_test_jets_stops_before_training(jetclass, tmp_path):
+    root, params = jetclass
+    data_dir = tmp_path / "cwola"
+    build_cwola(root / "jetclass", data_dir, n_signal=20, n_background=None, val_fraction=0.25,
+                n_test_per_class=30, seed=0, min_background_at_fpr=0.3)  # fmt: skip
+    params = {**params, "finetune": {"head": HEAD, "recipe": {**RECIPE, "n_test_jets": 20}}}
+    cfg = {"dim": 12, "depth": 1, "heads": 2, "registers": 2}
+    save_backbone(JetEncoder(**cfg), cfg, {"backbone": "random", "steps": 0}, tmp_path / "b.pt")
+    with pytest.raises(InputError, match=r"'finetune\.recipe\.n_test_jets' leaves \d+ QCD"):
+        finetune("cwola", tmp_path / "b.pt", "finetuned", None, 0, params, data_dir,
+                 root / "pre.joblib", tmp_path / "run")  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("task", ["jetclass", "cwola", "btag", "vertex", "track"])
 def test_tiny_finetuning_run_of_every_task_kind(task, jetclass, btag, tmp_path):
     root, params = jetclass
@@ -95,7 +110,8 @@ def test_tiny_finetuning_run_of_every_task_kind(task, jetclass, btag, tmp_path):
     if task == "cwola":
         data_dir, size = tmp_path / "cwola", None
         build_cwola(root / "jetclass", data_dir, n_signal=20, n_background=None,
-                    val_fraction=0.25, n_test_per_class=30, seed=0)  # fmt: skip
+                    val_fraction=0.25, n_test_per_class=30, seed=0,
+                    min_background_at_fpr=0.3)  # fmt: skip
     params = {**params, "finetune": {"head": HEAD, "recipe": RECIPE}}
     backbone = tmp_path / "b.pt"
     torch.manual_seed(0)
@@ -106,8 +122,10 @@ def test_tiny_finetuning_run_of_every_task_kind(task, jetclass, btag, tmp_path):
     assert json.loads((out / "metrics.json").read_text()) == summary
     assert summary["backbone"] == "random" and 0 < summary["steps"] <= RECIPE["max_steps"]
     table = pd.read_csv(out / "predictions.csv")
-    if task == "cwola":  # all 30 + 30 + 20 mixed jets less the validation quarter
-        assert summary["n_signal"] == 20 and summary["n_train"] == 60 and len(table) == 60
+    if task == "cwola":  # 30 + 30 + 20 mixed jets less a validation quarter of each (8, 8, 5)
+        assert summary["n_signal"] == 20 and summary["n_train"] == 59 and len(table) == 60
+        assert (summary["n_signal_train"], summary["n_signal_val"]) == (15, 5)
+        assert summary["n_background_test"] == 30 and summary["sic_at_fpr_1pct_err"] > 0
         assert summary["sic_at_fpr_1pct"] >= 0 and 0 <= summary["auc"] <= 1
     elif task in ("jetclass", "btag"):
         assert len(table) == RECIPE["n_test_jets"] and 0 <= summary["accuracy"] <= 1

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from mpm.downstream.metrics import n_secondary_vertices, partition_from_edges, sic, vertex_ari
+from mpm.downstream.metrics import (
+    n_secondary_vertices,
+    partition_from_edges,
+    sic,
+    sic_error,
+    vertex_ari,
+)
 
 
 def test_sic_by_hand():
@@ -22,6 +28,21 @@ def test_sic_by_hand():
     assert sic(labels, scores, fpr=0.04) == pytest.approx(0.2, abs=0.01)
     with pytest.raises(ValueError, match="both signal"):
         sic(np.zeros(5), np.arange(5.0))
+
+
+def test_sic_error_covers_the_spread_of_test_sets_and_shrinks_with_background():
+    # A toy tagger (Gaussian scores, signal shifted by 1.5): the SIC of independent test sets
+    # scatters as the bootstrap error of one of them says, and 10x the background shrinks it.
+    rng = np.random.default_rng(1)
+
+    def test_set(n_background, n_signal=500):
+        scores = np.r_[rng.normal(size=n_background), rng.normal(1.5, size=n_signal)]
+        return np.r_[np.zeros(n_background), np.ones(n_signal)], scores
+
+    spread = np.std([sic(*test_set(500)) for _ in range(200)])
+    errors = [sic_error(*test_set(500), n_boot=100, seed=s) for s in range(5)]
+    assert 0.6 * spread < np.mean(errors) < 1.6 * spread
+    assert sic_error(*test_set(5000), n_boot=100) < 0.6 * np.mean(errors)
 
 
 def test_partition_from_edges_is_transitive_and_ari_scores_it():

@@ -66,6 +66,20 @@ def test_figure_families_have_the_paper_panels_names_and_bands():
     plt.close(fig)
 
 
+def test_the_sic_error_bars_add_the_test_sets_bootstrap_error_to_the_seed_spread():
+    summary, binned = tables(sizes=(1000,), backbones=("kmeans",))
+    sic = summary.query("task == 'cwola'")
+    error = sic.assign(metric="sic_at_fpr_1pct_err", mean=0.05, std=0.0)
+    fig = draw("jetclass", pd.concat([summary, error]), binned, "finetuned")
+    cwola = fig.axes[1]
+    (bar,) = [c for c in cwola.containers if isinstance(c, ErrorbarContainer)]
+    low, high = bar.lines[2][0].get_segments()[0][:, 1]
+    assert (high - low) / 2 == pytest.approx(np.hypot(0.02, 0.05))  # seed spread (+) bootstrap
+    assert "bootstrap" in cwola.get_legend().get_title().get_text()
+    assert "train + validation" in cwola.get_xlabel()  # the axis says which number it shows
+    plt.close(fig)
+
+
 def test_one_size_is_drawn_as_points_with_error_bars():
     summary, binned = tables(sizes=(1000,))
     fig = draw("jetclass", summary, binned, "finetuned")

@@ -16,6 +16,8 @@ HEADLINE = {
     "vertex": "ari",
     "track": "balanced_accuracy",
 }
+# Metrics with an error of their own (the test set's bootstrap), by the metric they qualify
+ERRORS = {"sic_at_fpr_1pct": "sic_at_fpr_1pct_err"}
 RUN_KEYS = ("task", "backbone", "mode", "n_train", "seed")
 SIZED_TASKS = ("jetclass", "btag", "vertex", "track")
 GROUP = ["task", "backbone", "mode", "size", "metric"]
@@ -47,7 +49,8 @@ def read_runs(paths: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         except (OSError, ValueError, KeyError) as err:
             raise InputError(f"{path}: not a fine-tuning run's metrics ({err})") from None
         keys["size"] = run.get("n_signal", run["n_train"])
-        for metric in (HEADLINE[run["task"]], "accuracy", "auc", "best_val_loss", "steps"):
+        for metric in (HEADLINE[run["task"]], *ERRORS.values(), "n_signal_train", "accuracy",
+                       "auc", "best_val_loss", "steps"):  # fmt: skip
             if metric in run:
                 scalars.append({**keys, "metric": metric, "value": float(run[metric])})
         for metric, bins in run.items():

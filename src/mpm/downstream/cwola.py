@@ -2,11 +2,15 @@
 
 Background: QCD jets, split at random into two equal halves. Signal: `n_signal` top jets
 (Tbqq) injected into the second half. The classifier learns the mixed labels (0 = first half,
-1 = second half + signal); a share of the mixed sample is held out, with the same mixed labels,
-for early stopping. The test set is pure, with true labels (0 = QCD, 1 = top), so that the
-SIC measures how well the mixed labels taught signal against background. The converted files
-are shuffled, so the first jets of a class are a random sample of it; signal sets are nested
-(a larger n_signal adds jets to a smaller one's).
+1 = second half + signal); a share of each of the three parts is held out, with the same mixed
+labels, for early stopping, so training holds exactly n_signal - round(val_fraction * n_signal)
+signal jets (recorded as `n_signal_train` and `n_signal_val`). The test set is pure, with true
+labels (0 = QCD, 1 = top), so that the SIC measures how well the mixed labels taught signal
+against background.
+
+One dataset per (n_signal, repeat seed): the seed chooses the QCD halves and the injected top
+jets (the main source of spread at a few hundred signal jets); within one seed the signal
+sets are nested (a larger n_signal adds jets to a smaller one's).
 """
 
 import logging
@@ -25,23 +29,34 @@ log = logging.getLogger(__name__)
 BACKGROUND = schema.JETCLASS_CLASSES.index("QCD")
 SIGNAL = schema.JETCLASS_CLASSES.index("Tbqq")
 READ_STEP = 65_536  # jets per read while scanning a file for one class
+SAMPLE_BLOCK = 1024  # jets per read when a seed draws the order of the reads
 
 
-def first_of_class(path: Path, label: int, n: int | None) -> dict[str, np.ndarray]:
-    """The first `n` jets (all if None) of class `label` in a converted file, every field."""
+def first_of_class(
+    path: Path, label: int, n: int | None, rng: np.random.Generator | None = None
+) -> dict[str, np.ndarray]:
+    """The first `n` jets (all if None) of class `label` in a converted file, every field;
+    with `rng`, the file is read in blocks of SAMPLE_BLOCK jets in an order drawn by it and a
+    random share of each block is taken, so each seed takes other jets while reading only
+    about as many as it needs (and, for one seed, a smaller n takes a subset of a larger's)."""
     parts: dict[str, list] = {}
     found = 0
     with open_jets(path) as file:
         names = [k for k in file if isinstance(file[k], h5py.Dataset)]
         total = file[schema.H5_LABELS].shape[0]
-        for lo in range(0, total, READ_STEP):
+        step = READ_STEP if rng is None else SAMPLE_BLOCK
+        starts = np.arange(0, total, step)
+        for lo in starts if rng is None else rng.permutation(starts):
             if n is not None and found >= n:
                 break
-            keep = np.flatnonzero(file[schema.H5_LABELS][lo : lo + READ_STEP] == label)
+            keep = np.flatnonzero(file[schema.H5_LABELS][lo : lo + step] == label)
+            if rng is not None:  # and a random share of the block (sorted: h5py reads in order)
+                keep = keep[rng.permutation(len(keep))]
+                keep = np.sort(keep if n is None else keep[: n - found])
             if n is not None:
                 keep = keep[: n - found]
             for name in names:
-                parts.setdefault(name, []).append(file[name][lo : lo + READ_STEP][keep])
+                parts.setdefault(name, []).append(file[name][lo : lo + step][keep])
             found += len(keep)
     if not found or (n is not None and found < n):
         wanted = "any" if n is None else n
@@ -64,6 +79,13 @@ def _write(path: Path, rows: dict, attrs: dict, compression: str | None) -> None
         file.attrs.update(attrs)
 
 
+def _split(rows: dict, val_fraction: float) -> tuple[dict, dict]:
+    """(train, val) of already shuffled rows: the first round(val_fraction * n) go to val."""
+    n_val = int(round(val_fraction * len(rows[schema.H5_LABELS])))
+    n = len(rows[schema.H5_LABELS])
+    return _take(rows, np.arange(n_val, n)), _take(rows, np.arange(n_val))
+
+
 def build_cwola(
     jetclass_dir: Path,
     out_dir: Path,
@@ -72,42 +94,64 @@ def build_cwola(
     n_background: int | None,
     val_fraction: float,
     n_test_per_class: int | None,
-    seed: int,
+    seed: int | list[int],
+    min_background_at_fpr: float = 50,
+    fpr: float = 0.01,
     compression: str | None = "lzf",
 ) -> dict:
-    """Write `out_dir/{train,val,test}.h5` for `n_signal` injected top jets; returns counts."""
-    rng = np.random.default_rng(seed)
-    qcd = first_of_class(jetclass_dir / "train.h5", BACKGROUND, n_background)
-    half = len(qcd[schema.H5_LABELS]) // 2
-    order = rng.permutation(2 * half)
-    first, second = _take(qcd, order[:half]), _take(qcd, order[half:])
-    parts = [first, second]
-    if n_signal:
-        parts.append(first_of_class(jetclass_dir / "train.h5", SIGNAL, n_signal))
-    mixed = _join(*parts)
-    mixed[schema.H5_LABELS] = np.r_[np.zeros(half), np.ones(len(order) - half + n_signal)]
-    mixed[schema.H5_LABELS] = mixed[schema.H5_LABELS].astype(np.int64)
-    mixed = _take(mixed, rng.permutation(len(mixed[schema.H5_LABELS])))
-    n_val = int(round(val_fraction * len(mixed[schema.H5_LABELS])))
-    test = _join(
-        first_of_class(jetclass_dir / "test.h5", BACKGROUND, n_test_per_class),
-        first_of_class(jetclass_dir / "test.h5", SIGNAL, n_test_per_class),
-    )
+    """Write `out_dir/{train,val,test}.h5` for `n_signal` injected top jets; returns counts.
+
+    `seed` (the profile's seed and the repeat's) chooses the halves and the signal jets.
+    InputError if the test set has fewer than `min_background_at_fpr` QCD jets at the SIC's
+    working point (`fpr` of them): there the SIC is biased and noisy.
+    """
+    test_background = first_of_class(jetclass_dir / "test.h5", BACKGROUND, n_test_per_class)
+    n_background_test = len(test_background[schema.H5_LABELS])
+    if n_background_test * fpr < min_background_at_fpr:
+        raise InputError(
+            f"params: 'finetune.cwola.min_background_at_fpr' is {min_background_at_fpr}, but "
+            f"{n_background_test} QCD test jets give {n_background_test * fpr:g} at the SIC's "
+            f"FPR of {fpr:g}: add test jets (or lower the floor, for a smoke run only)"
+        )
+    seed = list(np.atleast_1d(seed))
+    rng = np.random.default_rng([*seed, 0])
+    train = jetclass_dir / "train.h5"
+    qcd = first_of_class(train, BACKGROUND, n_background, rng)
+    order = rng.permutation(len(qcd[schema.H5_LABELS]))
+    half = len(order) // 2
+    first, second = _take(qcd, order[:half]), _take(qcd, order[half : 2 * half])
+    # the signal's own generator: nested sets across n_signal within one seed
+    signal_rng = np.random.default_rng([*seed, 1])
+    signal = first_of_class(train, SIGNAL, n_signal, signal_rng) if n_signal else None
+    parts = [(first, 0), (second, 1)] + ([(signal, 1)] if n_signal else [])
+    train_parts, val_parts = [], []
+    for rows, mixed_label in parts:
+        rows = {**rows, schema.H5_LABELS: np.full(len(rows[schema.H5_LABELS]), mixed_label)}
+        a, b = _split(rows, val_fraction)
+        train_parts.append(a)
+        val_parts.append(b)
+    n_signal_val = len(val_parts[2][schema.H5_LABELS]) if n_signal else 0
+    mixed_train, mixed_val = _join(*train_parts), _join(*val_parts)
+    mixed_train = _take(mixed_train, rng.permutation(len(mixed_train[schema.H5_LABELS])))
+    mixed_val = _take(mixed_val, rng.permutation(len(mixed_val[schema.H5_LABELS])))
+    test = _join(test_background,
+                 first_of_class(jetclass_dir / "test.h5", SIGNAL, n_test_per_class))
     test[schema.H5_LABELS] = (test[schema.H5_LABELS] == SIGNAL).astype(np.int64)
     test = _take(test, rng.permutation(len(test[schema.H5_LABELS])))
-    attrs = {"dataset": "cwola", "n_signal": n_signal, "n_background_half": half,
-             "features": list(schema.CONTINUOUS_FEATURES),
+    counts = {"n_signal": n_signal, "n_signal_train": n_signal - n_signal_val,
+              "n_signal_val": n_signal_val, "n_background_half": half,
+              "n_background_test": n_background_test}  # fmt: skip
+    attrs = {"dataset": "cwola", **counts, "min_background_at_fpr": min_background_at_fpr,
+             "sic_fpr": fpr, "features": list(schema.CONTINUOUS_FEATURES),
              "particle_ids": list(schema.PARTICLE_IDS)}  # fmt: skip
-    splits = {
-        "train": (_take(mixed, np.arange(n_val, len(mixed[schema.H5_LABELS]))),
-                  ["first QCD half", "second QCD half + signal"]),
-        "val": (_take(mixed, np.arange(n_val)), ["first QCD half", "second QCD half + signal"]),
-        "test": (test, ["QCD", "top"]),
-    }  # fmt: skip
+    mixed_classes = ["first QCD half", "second QCD half + signal"]
+    splits = {"train": (mixed_train, mixed_classes), "val": (mixed_val, mixed_classes),
+              "test": (test, ["QCD", "top"])}  # fmt: skip
     with atomic_dir(out_dir) as tmp:
         for name, (rows, classes) in splits.items():
             _write(tmp / f"{name}.h5", rows, {**attrs, "classes": classes}, compression)
     summary = {name: np.bincount(rows[schema.H5_LABELS], minlength=2).tolist()
                for name, (rows, _) in splits.items()}  # fmt: skip
-    log.info("CWoLa with %d signal jets: jets per label %s", n_signal, summary)
-    return {"n_signal": n_signal, "n_background_half": half, "jets_per_label": summary}
+    log.info("CWoLa with %d signal jets (%d train, %d val), seed %s: jets per label %s",
+             n_signal, counts["n_signal_train"], n_signal_val, seed, summary)  # fmt: skip
+    return {**counts, "jets_per_label": summary}

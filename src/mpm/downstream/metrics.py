@@ -17,6 +17,21 @@ def sic(labels: np.ndarray, scores: np.ndarray, fpr: float = 0.01) -> float:
     return float(np.interp(fpr, fprs, tprs) / np.sqrt(fpr))
 
 
+def sic_error(
+    labels: np.ndarray, scores: np.ndarray, fpr: float = 0.01, n_boot: int = 200, seed: int = 0
+) -> float:
+    """Standard deviation of the SIC over `n_boot` bootstrap resamples of the test set (signal
+    and background resampled separately, so each keeps its size): the error of a SIC measured
+    on a finite test set, where only fpr x n_background jets fix the working point."""
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(labels == c) for c in (0, 1)]
+    draws = [sic(labels[idx], scores[idx], fpr)
+             for idx in (np.concatenate([rng.choice(g, len(g)) for g in groups])
+                         for _ in range(n_boot))]  # fmt: skip
+    return float(np.std(draws, ddof=1))
+
+
 def partition_from_edges(scores: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Vertex label per track [N] from symmetric pair scores [N, N]: tracks joined by a score
     above `threshold` share a vertex, transitively (connected components)."""

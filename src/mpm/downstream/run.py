@@ -19,7 +19,14 @@ from mpm.data import schema
 from mpm.data.h5io import open_jets
 from mpm.data.loader import JetDataModule, JetDataset, make_loader
 from mpm.downstream.finetune import TASKS, FinetuneModule
-from mpm.downstream.metrics import n_secondary_vertices, partition_from_edges, sic, vertex_ari
+from mpm.downstream.metrics import (
+    n_secondary_vertices,
+    partition_from_edges,
+    sic,
+    sic_error,
+    vertex_ari,
+)
+from mpm.errors import InputError
 from mpm.models.backbone import load_backbone
 from mpm.training.fit import trainer_kwargs
 
@@ -37,10 +44,29 @@ def _at_most(path: Path, n: int | None) -> int | None:
     return None if n is None or n >= total else n
 
 
+CWOLA_COUNTS = ("n_signal", "n_signal_train", "n_signal_val")
+
+
 def _dataset_info(path: Path) -> dict:
-    """What a derived dataset says of itself (CWoLa: its number of injected signal jets)."""
+    """What a derived dataset says of itself (CWoLa: its injected signal jets, nominal and
+    those in training and in validation)."""
     with open_jets(path) as file:
-        return {"n_signal": int(file.attrs["n_signal"])} if "n_signal" in file.attrs else {}
+        return {k: int(file.attrs[k]) for k in CWOLA_COUNTS if k in file.attrs}
+
+
+def _check_sic_background(test: JetDataset) -> None:
+    """Before training: a CWoLa test set scored on fewer background jets at the SIC's working
+    point than its dataset asks for (`finetune.cwola.min_background_at_fpr`) gives a biased
+    SIC."""
+    with open_jets(test.path) as file:
+        floor, fpr = float(file.attrs["min_background_at_fpr"]), float(file.attrs["sic_fpr"])
+        labels = file[schema.H5_LABELS]
+        n_background = sum(int((labels[a : a + n] == 0).sum())
+                           for a, n in zip(test.block_starts, test.block_lengths))  # fmt: skip
+    if n_background * fpr < floor:
+        raise InputError(f"params: 'finetune.recipe.n_test_jets' leaves {n_background} QCD test "
+                         f"jets, {n_background * fpr:g} at the SIC's FPR of {fpr:g}; "
+                         f"'finetune.cwola.min_background_at_fpr' asks for {floor:g}")  # fmt: skip
 
 
 def _named(series: pd.Series) -> dict[str, float]:
@@ -52,6 +78,8 @@ def jet_metrics(task: str, probs: np.ndarray, labels: np.ndarray) -> dict:
     metrics = {"accuracy": float((probs.argmax(1) == labels).mean())}
     if task == "cwola":  # the test set is pure: 1 = signal (top), 0 = background (QCD)
         metrics["sic_at_fpr_1pct"] = sic(labels, probs[:, 1], 0.01)
+        metrics["sic_at_fpr_1pct_err"] = sic_error(labels, probs[:, 1], 0.01)
+        metrics["n_background_test"] = int((labels == 0).sum())
         metrics["auc"] = float(roc_auc_score(labels, probs[:, 1]))
     return metrics
 
@@ -134,6 +162,8 @@ def finetune(
                          n_val=n_val, seed=seed, num_workers=workers)  # fmt: skip
     test = JetDataset(data_dir / "test.h5", preprocessor, batch_size=recipe["batch_size"],
                       n_jets=n_test, seed=seed, shuffle=False)  # fmt: skip
+    if task == "cwola":
+        _check_sic_background(test)
     with tempfile.TemporaryDirectory() as ckpt_dir:
         best = ModelCheckpoint(ckpt_dir, monitor="val/loss", mode="min", save_top_k=1)
         stop = EarlyStopping("val/loss", patience=recipe["patience"], mode="min")

@@ -2,12 +2,15 @@
 Fig. 2 (JetClass accuracy vs training jets, CWoLa SIC vs signal jets) and Fig. 3 (BTag
 accuracy vs training jets, vertex ARI vs secondary vertices, track-ID balanced accuracy vs
 tracks) for fine-tuned backbones; Figs. 6 and 7 are the same with frozen backbones. Lines are
-the mean over seeds, bands (or error bars) one standard deviation."""
+the mean over seeds, bands (or error bars) one standard deviation over seeds; for the SIC,
+combined in quadrature with its test-set (bootstrap) error."""
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullFormatter
 
+from mpm.downstream.aggregate import ERRORS
 from mpm.errors import InputError
 from mpm.plotting.style import BACKBONE_COLOURS, BACKBONE_NAMES, label, use_style
 
@@ -17,7 +20,8 @@ DATASETS = {"jetclass": "JetClass", "cwola": "CWoLa", "btag": "BTag", "vertex": 
 
 PANELS = {  # task -> (metric, x column, x label, y label, log x)
     "jetclass": ("accuracy", "size", "Number of training jets", "Accuracy", True),
-    "cwola": ("sic_at_fpr_1pct", "size", "Number of signal jets", "SIC at FPR = 1%", True),
+    "cwola": ("sic_at_fpr_1pct", "size", "Injected signal jets (train + validation)",
+              "SIC at FPR = 1%", True),  # fmt: skip
     "btag": ("accuracy", "size", "Number of training jets", "Accuracy", True),
     "vertex": ("ari_by_n_secondary_vertices", "bin", "Number of secondary vertices",
                "Adjusted Rand index", False),  # fmt: skip
@@ -38,11 +42,22 @@ def _rows(table: pd.DataFrame, task: str, mode: str) -> pd.DataFrame:
     return rows
 
 
+def _with_errors(rows: pd.DataFrame, table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """`rows` with `std` the seed spread and the mean test-set error (bootstrap) of a metric
+    that has one (ERRORS) added in quadrature; the others as they are."""
+    if metric not in ERRORS:
+        return rows
+    keys = ["task", "backbone", "mode", "size"]
+    errors = table[table["metric"] == ERRORS[metric]][[*keys, "mean"]]
+    rows = rows.merge(errors.rename(columns={"mean": "error"}), on=keys, how="left")
+    return rows.assign(std=np.hypot(rows["std"], rows["error"].fillna(0.0)))
+
+
 def draw_panel(ax, table: pd.DataFrame, task: str, mode: str) -> None:
     """One panel: every backbone's mean (line, or points when there is one x value) and its
-    spread over seeds (band, or error bars)."""
-    _, x, xlabel, ylabel, logx = PANELS[task]
-    rows = _rows(table, task, mode)
+    spread over seeds (band, or error bars), with the test set's error where it has one."""
+    metric, x, xlabel, ylabel, logx = PANELS[task]
+    rows = _with_errors(_rows(table, task, mode), table, metric)
     known = [b for b in BACKBONE_NAMES if b in set(rows["backbone"])]
     order = known + sorted(set(rows["backbone"]) - set(known))
     single = rows[x].nunique() == 1
@@ -73,6 +88,8 @@ def draw_panel(ax, table: pd.DataFrame, task: str, mode: str) -> None:
     ax.set_ylabel(ylabel)
     seeds = int(rows["seeds"].max())
     title = f"{MODE_TITLES.get(mode, mode)}, {seeds} seed{'s' * (seeds > 1)}"
+    if metric in ERRORS:
+        title += "\nbars: seed spread and test-set bootstrap"
     if x == "bin":
         title += f"\n{int(rows['size'].iloc[0])} training jets"
     ax.legend(fontsize=13, title=title, title_fontsize=13, loc="best")
