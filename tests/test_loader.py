@@ -8,7 +8,6 @@ import torch
 from mpm.data import loader as loader_module
 from mpm.data import schema
 from mpm.data.convert import convert_dataset
-from mpm.data.cwola import SIGNAL, build_cwola
 from mpm.data.loader import JetDataModule, JetDataset, choose_blocks, make_loader
 from mpm.data.preprocess import fit_preprocessor, load_preprocessor, save_preprocessor
 from mpm.errors import InputError
@@ -158,33 +157,6 @@ def test_datamodule(converted):
     assert len(train) == 10 and all(len(b["labels"]) == 50 for b in train)
     n_val = sum(len(b["labels"]) for b in dm.val_dataloader())
     assert n_val == 200  # the whole validation split
-
-
-def _cwola(converted, out, **sizes) -> dict:
-    return build_cwola(converted / "jetclass/train.h5", converted / "jetclass/test.h5", out,
-                       seed=0, **sizes)  # fmt: skip
-
-
-def test_cwola_builder(converted, tmp_path):
-    summary = _cwola(converted, tmp_path / "cwola", n_background=25, n_signal=10,
-                     n_test_per_class=30, val_fraction=0.2)  # fmt: skip
-    assert summary == {"n_train": 48, "n_val": 12, "n_signal": 10, "n_test": 60}
-    with h5py.File(tmp_path / "cwola/train.h5") as tr, h5py.File(tmp_path / "cwola/val.h5") as va:
-        labels = np.concatenate([tr["labels"][:], va["labels"][:]])
-        truth = np.concatenate([tr["true_labels"][:], va["true_labels"][:]])
-    assert (labels == 0).sum() == 25 and (labels == 1).sum() == 35
-    assert set(truth[labels == 0]) == {0}  # the pure QCD half
-    assert (truth[labels == 1] == SIGNAL).sum() == 10  # top (Tbqq) injected, never Tbl
-    with h5py.File(tmp_path / "cwola/test.h5") as te:
-        assert np.bincount(te["labels"][:]).tolist() == [30, 30]
-        assert set(te["true_labels"][:]) == {0, SIGNAL}
-    # Trains through the standard loader.
-    ds = JetDataset(tmp_path / "cwola/train.h5", converted / "pre.joblib", batch_size=32)
-    assert sum(len(b["labels"]) for b in ds) == 48
-    with pytest.raises(InputError, match="needs 100000 QCD jets"):
-        _cwola(converted, tmp_path / "c2", n_background=50_000, n_signal=1,
-               n_test_per_class=1, val_fraction=0.1)  # fmt: skip
-    assert not (tmp_path / "c2").exists()
 
 
 @pytest.mark.parametrize("n_total, n_jets", [(3000, 2900), (300, 1), (257, 256), (1000, 999)])

@@ -8,6 +8,9 @@ jobs changed relative to the commit they all started from; `dvc checkout` then r
 those outputs from the shared cache, and `dvc repro` runs only what is still missing.
 
     python -m mpm.cluster take-locks --base <git rev> ../<job id>/dvc.lock ...
+
+prints the names of the stages taken on stdout, one a line (the job script checks out only
+their outputs), and a summary on stderr.
 """
 
 import argparse
@@ -75,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
                         datefmt="%H:%M:%S")  # fmt: skip
     taken = take_locks(args.base, args.locks)
     log.info("took %d stage(s) from earlier jobs: %s", len(taken), " ".join(taken) or "none")
+    for name in taken:
+        print(name)
 
 
 if __name__ == "__main__":
