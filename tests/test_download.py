@@ -25,6 +25,7 @@ from mpm.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 TAR_NAME = "JetClass_Pythia_train_100M_part0.tar"
+VAL_TAR = "JetClass_Pythia_val_5M.tar"
 BTAG_NAME = "train_small.root"
 
 
@@ -249,6 +250,45 @@ def test_extract_rejects_unknown_split_dir(tmp_path):
         extract_jetclass(tar, tmp_path / "out", ["Hbb"])
 
 
+def test_extract_train_tar_with_top_level_members(tmp_path):
+    # The real train parts: members at the top level, with or without `./`; the split comes
+    # from the tar's name.
+    tar = tmp_path / "JetClass_Pythia_train_100M_part3.tar"
+    tar.write_bytes(make_tar({"HToBB_030.root": b"a", "./TTBar_031.root": b"b"}))
+    out = tmp_path / "out"
+    written = extract_jetclass(tar, out, ["Hbb", "Tbqq"])
+    train = out / "jetclass" / "train_100M"
+    assert written == [train / "HToBB_030.root", train / "TTBar_031.root"]
+    assert [p.read_bytes() for p in written] == [b"a", b"b"]
+
+
+@pytest.mark.parametrize("prefix", ["", "./"])
+def test_extract_val_and_test_tars_keep_their_split_folder(tmp_path, prefix):
+    for name, split in (("JetClass_Pythia_val_5M.tar", "val_5M"),
+                        ("JetClass_Pythia_test_20M.tar", "test_20M")):  # fmt: skip
+        tar = tmp_path / name
+        tar.write_bytes(make_tar({f"{prefix}{split}/HToBB_120.root": split.encode()}))
+        written = extract_jetclass(tar, tmp_path / "out", ["Hbb"])
+        assert written == [tmp_path / "out" / "jetclass" / split / "HToBB_120.root"]
+
+
+def test_extract_rejects_split_folder_contradicting_tar_name(tmp_path):
+    tar = tmp_path / "JetClass_Pythia_train_100M_part0.tar"
+    tar.write_bytes(make_tar({"val_5M/HToBB_120.root": b"x"}))
+    with pytest.raises(
+        InputError, match=r"part0\.tar: member 'val_5M/HToBB_120\.root'.*train_100M"
+    ):
+        extract_jetclass(tar, tmp_path / "out", ["Hbb"])
+    assert not (tmp_path / "out" / "jetclass").exists()
+
+
+def test_extract_rejects_top_level_member_of_unknown_tar(tmp_path):
+    tar = tmp_path / "renamed.tar"
+    tar.write_bytes(make_tar({"./HToBB_000.root": b"x"}))
+    with pytest.raises(InputError, match=r"renamed\.tar: member '\./HToBB_000\.root' has no split"):
+        extract_jetclass(tar, tmp_path / "out", ["Hbb"])
+
+
 # --------------------------------------------------------------------------- download_all
 
 
@@ -256,6 +296,7 @@ def config(server, archives=(), files=(), classes=("Hbb", "Tbqq"), **overrides) 
     cfg = {
         "jetclass": {
             "url": f"{server.base}/jetclass/",
+            "record_api": f"{server.base}/api/records/2",
             "archives": list(archives),
             "classes": list(classes),
             "max_files_per_class": None,
@@ -278,16 +319,33 @@ def config(server, archives=(), files=(), classes=("Hbb", "Tbqq"), **overrides) 
     return cfg
 
 
-def test_download_all_end_to_end_and_skip_on_rerun(server, tmp_path, monkeypatch):
-    tar_bytes, btag_bytes = make_tar(JETCLASS_MEMBERS), payload(3000, seed=7)
-    monkeypatch.setattr(download, "JETCLASS_MD5", {TAR_NAME: md5(tar_bytes)})
-    server.files[f"/jetclass/{TAR_NAME}"] = tar_bytes
-    server.files[f"/btag/{BTAG_NAME}"] = btag_bytes
-    server.files["/api/records/1"] = json.dumps(
-        {"files": [{"key": BTAG_NAME, "checksum": "md5:" + md5(btag_bytes)}]}
-    ).encode()
+# The real layouts: a train part's members at the top level, the val tar's under val_5M/.
+TRAIN_MEMBERS = {
+    "HToBB_000.root": b"hbb0" * 100,
+    "./TTBar_000.root": b"tbqq0" * 100,
+    "TTBarLep_000.root": b"tbl0" * 100,
+    "HToBB_001.root": b"hbb1" * 100,
+    "notes.txt": b"not a jet file",
+}
+VAL_MEMBERS = {"val_5M/HToBB_120.root": b"hbb120" * 100}
+
+
+def serve_records(server, tars: dict[str, bytes], btag: dict[str, bytes]) -> None:
+    """The files and the two record API answers (Zenodo's format) of `config`'s URLs."""
+    for prefix, files, record in (("jetclass", tars, 2), ("btag", btag, 1)):
+        entries = []
+        for name, data in files.items():
+            server.files[f"/{prefix}/{name}"] = data
+            entries.append({"key": name, "size": len(data), "checksum": "md5:" + md5(data)})
+        server.files[f"/api/records/{record}"] = json.dumps({"files": entries}).encode()
+
+
+def test_download_all_end_to_end_and_skip_on_rerun(server, tmp_path):
+    tar_bytes, btag_bytes = make_tar(TRAIN_MEMBERS), payload(3000, seed=7)
+    serve_records(server, {TAR_NAME: tar_bytes, VAL_TAR: make_tar(VAL_MEMBERS)},
+                  {BTAG_NAME: btag_bytes})  # fmt: skip
     out = tmp_path / "real"
-    cfg = config(server, archives=[TAR_NAME], files=[BTAG_NAME])
+    cfg = config(server, archives=[TAR_NAME, VAL_TAR], files=[BTAG_NAME])
 
     manifest = download_all(cfg, out, progress=False)
     assert sorted(manifest["jetclass"][TAR_NAME]["files"]) == [
@@ -295,6 +353,8 @@ def test_download_all_end_to_end_and_skip_on_rerun(server, tmp_path, monkeypatch
         "jetclass/train_100M/HToBB_001.root",
         "jetclass/train_100M/TTBar_000.root",
     ]
+    assert manifest["jetclass"][TAR_NAME]["md5"] == md5(tar_bytes)  # from the record API
+    assert manifest["jetclass"][VAL_TAR]["files"] == ["jetclass/val_5M/HToBB_120.root"]
     assert (out / "btag" / BTAG_NAME).read_bytes() == btag_bytes
     assert not (out / "archives").exists()  # deleted after extraction
     assert json.loads((out / "manifest.json").read_text()) == manifest
@@ -306,13 +366,51 @@ def test_download_all_end_to_end_and_skip_on_rerun(server, tmp_path, monkeypatch
     (out / "jetclass" / "train_100M" / "TTBar_000.root").unlink()
     download_all(cfg, out, progress=False)  # a missing file brings the archive back
     assert (out / "jetclass" / "train_100M" / "TTBar_000.root").is_file()
-    assert len(server.requests) == n_requests + 1
+    assert server.requests[n_requests:] == [
+        ("/api/records/2", None),
+        (f"/jetclass/{TAR_NAME}", None),
+    ]
 
     # Narrowing the params removes what they no longer ask for (convert reads whole folders).
     download_all(
         config(server, archives=[TAR_NAME], files=[], classes=("Hbb",)), out, progress=False
     )
     assert sorted(p.name for p in out.rglob("*.root")) == ["HToBB_000.root", "HToBB_001.root"]
+
+
+def test_jetclass_md5_comes_from_the_record_api(server, tmp_path):
+    # A record whose md5 differs from the tar's: the record API is what the download checks.
+    tar_bytes = make_tar(TRAIN_MEMBERS)
+    serve_records(server, {TAR_NAME: tar_bytes}, {})
+    server.files["/api/records/2"] = json.dumps(
+        {"files": {"entries": {TAR_NAME: {"key": TAR_NAME, "checksum": "md5:" + "0" * 32}}}}
+    ).encode()
+    with pytest.raises(InputError, match=f"{TAR_NAME}: md5 mismatch"):
+        download_all(config(server, archives=[TAR_NAME]), tmp_path / "real", progress=False)
+    server.files["/api/records/2"] = json.dumps({"files": []}).encode()
+    with pytest.raises(InputError, match=f"records/2: file.*{TAR_NAME}.*not in the record"):
+        download_all(config(server, archives=[TAR_NAME]), tmp_path / "real", progress=False)
+
+
+def test_real_record_api_must_agree_with_the_published_md5s(server, tmp_path, monkeypatch):
+    tar_bytes = make_tar(TRAIN_MEMBERS)
+    serve_records(server, {TAR_NAME: tar_bytes}, {})
+    cfg = config(server, archives=[TAR_NAME])
+    monkeypatch.setattr(download, "JETCLASS_RECORD_API", cfg["jetclass"]["record_api"])
+    with pytest.raises(InputError, match=f"md5 of {TAR_NAME} is {md5(tar_bytes)}, but the "
+                       f"published one is {download.JETCLASS_MD5[TAR_NAME]}"):  # fmt: skip
+        download_all(cfg, tmp_path / "real", progress=False)
+    assert [path for path, _ in server.requests] == ["/api/records/2"]  # nothing downloaded
+    monkeypatch.setitem(download.JETCLASS_MD5, TAR_NAME, md5(tar_bytes))
+    download_all(cfg, tmp_path / "real", progress=False)
+    assert (tmp_path / "real/jetclass/train_100M/HToBB_000.root").is_file()
+
+
+def test_every_profile_names_the_real_jetclass_record():
+    for path in (REPO / "params.yaml", *sorted((REPO / "profiles").glob("*.yaml"))):
+        jetclass = yaml.safe_load(path.read_text())["download"]["jetclass"]
+        assert jetclass["record_api"] == download.JETCLASS_RECORD_API, path
+        assert set(jetclass["archives"]) <= set(download.JETCLASS_MD5), path
 
 
 def test_download_all_empty_lists_touch_no_network(tmp_path):
@@ -340,6 +438,7 @@ def test_download_all_empty_lists_touch_no_network(tmp_path):
         ("timeout_s", 0, "download.timeout_s"),
         ("keep_archives", "no", "download.keep_archives"),
         ("btag.url", "ftp://x", "download.btag.url"),
+        ("jetclass.record_api", None, "download.jetclass.record_api"),
     ],
 )
 def test_invalid_params_name_the_param(tmp_path, key, value, param):

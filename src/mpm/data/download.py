@@ -36,7 +36,12 @@ from mpm.errors import InputError
 
 log = logging.getLogger(__name__)
 
-# Zenodo record 6619768 (see the JetClass section of the dataset notes).
+# Zenodo record 6619768 (see the JetClass section of the dataset notes): its archives, the only
+# names `download.jetclass.archives` accepts, and their published md5s. The md5s used for the
+# check come from the record API (`download.jetclass.record_api`), as for BTag, so a loopback
+# copy of the record (mpm.rehearsal) runs the same verification; when the API is the real
+# record's, its answer must also agree with this table.
+JETCLASS_RECORD_API = "https://zenodo.org/api/records/6619768"
 JETCLASS_MD5 = {
     "JetClass_Pythia_train_100M_part0.tar": "de4fd2dca2e68ab3c85d5cfd3bcc65c3",
     "JetClass_Pythia_train_100M_part1.tar": "9722a359c5ef697bea0fbf79bf50f003",
@@ -61,6 +66,12 @@ _MANIFEST = "manifest.json"
 # Exact file names inside the JetClass tars. Anchored alternatives, so `TTBar_000.root` never
 # matches `TTBarLep_000.root` (a glob `TTBar*` would).
 _MEMBER_RE = re.compile(r"(%s)_(\d{3})\.root" % "|".join(map(re.escape, schema.JETCLASS_PROCESSES)))
+# The split of a JetClass tar, from its own name. The train parts hold their ROOT files at the top
+# level (`HToBB_000.root` or `./HToBB_000.root`); the val and test tars under `val_5M/` and
+# `test_20M/`.
+_TAR_RE = re.compile(
+    r"JetClass_Pythia_(%s)(?:_part\d+)?\.tar" % "|".join(schema.JETCLASS_SPLIT_DIRS.values())
+)
 
 
 class _Retry(Exception):
@@ -325,13 +336,24 @@ def _member_class(member: tarfile.TarInfo) -> str | None:
 
 
 def _split_dir(tar_path: Path, member: tarfile.TarInfo) -> str:
-    split = PurePosixPath(member.name).parent.name
-    if split not in schema.JETCLASS_SPLIT_DIRS.values():
+    """The split folder of `member`: its parent folder, else the split in the tar's name."""
+    folder = PurePosixPath(member.name).parent.name  # "" for `x.root` and `./x.root`
+    named = _TAR_RE.fullmatch(tar_path.name)
+    from_name = named.group(1) if named else None
+    known = list(schema.JETCLASS_SPLIT_DIRS.values())
+    if folder and folder not in known:
+        raise InputError(f"{tar_path}: member {member.name!r} is not under one of {known}")
+    if folder and from_name and folder != from_name:
         raise InputError(
-            f"{tar_path}: member {member.name!r} is not under one of "
-            f"{list(schema.JETCLASS_SPLIT_DIRS.values())}"
+            f"{tar_path}: member {member.name!r} is under {folder}/, but the tar's name says "
+            f"{from_name}"
         )
-    return split
+    if not folder and not from_name:
+        raise InputError(
+            f"{tar_path}: member {member.name!r} has no split folder ({known}) and the tar's "
+            "name (JetClass_Pythia_<split>[_partN].tar) names none"
+        )
+    return folder or from_name
 
 
 def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> Path:
@@ -347,6 +369,7 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -
 @dataclass(frozen=True)
 class _Settings:
     jetclass_url: str
+    jetclass_record_api: str
     archives: list[str]
     classes: list[str]
     max_files_per_class: int | None
@@ -369,6 +392,7 @@ def _settings(cfg: Any) -> _Settings:
         raise InputError("params: 'download.jetclass.classes' must not be empty")
     return _Settings(
         jetclass_url=_url(get("jetclass.url"), "download.jetclass.url"),
+        jetclass_record_api=_url(get("jetclass.record_api"), "download.jetclass.record_api"),
         archives=_names(get("jetclass.archives"), "download.jetclass.archives", JETCLASS_MD5),
         classes=sorted(classes, key=schema.JETCLASS_CLASSES.index),
         max_files_per_class=P.positive_int(
@@ -428,8 +452,7 @@ def download_all(cfg: dict, out_root: str | os.PathLike, *, progress: bool = Tru
         manifest[section][name] = entry
         _write_manifest(out_root, manifest)
 
-    for name in s.archives:
-        record("jetclass", name, _jetclass_archive(name, s, out_root, manifest, progress))
+    _jetclass_archives(s, out_root, manifest, record, progress)
     _btag_files(s, out_root, manifest, record, progress)
 
     # Keep only what the current params ask for: `convert` reads whole folders, so files of
@@ -452,14 +475,39 @@ def _prune(out_root: Path, manifest: dict) -> None:
             path.unlink()
 
 
-def _jetclass_archive(name: str, s: _Settings, out_root: Path, manifest: dict, progress) -> dict:
-    md5 = JETCLASS_MD5[name]
-    previous = manifest["jetclass"].get(name)
-    if _archive_done(previous, md5, s, out_root):
-        log.info("%s: already extracted (manifest), skipping", name)
-        return previous
+def _jetclass_archives(s: _Settings, out_root: Path, manifest: dict, record, progress) -> None:
+    todo = []
+    for name in s.archives:
+        if _archive_done(manifest["jetclass"].get(name), name, s, out_root):
+            log.info("%s: already extracted (manifest), skipping", name)
+        else:
+            todo.append(name)
+    if not todo:
+        return
+    md5s = jetclass_checksums(s.jetclass_record_api, s.timeout_s, todo, s.retries)
+    for name in todo:
+        record("jetclass", name, _jetclass_archive(name, md5s[name], s, out_root, progress))
+
+
+def jetclass_checksums(
+    record_api_url: str, timeout_s: float, required: Iterable[str], retries: int
+) -> dict[str, str]:
+    """The record API's md5s of `required`; for the real record, checked against JETCLASS_MD5."""
+    md5s = fetch_zenodo_checksums(record_api_url, timeout_s, required=required, retries=retries)
+    if record_api_url.rstrip("/") == JETCLASS_RECORD_API:
+        for name in required:
+            if md5s[name] != JETCLASS_MD5[name]:
+                raise InputError(
+                    f"{record_api_url}: md5 of {name} is {md5s[name]}, but the published one "
+                    f"is {JETCLASS_MD5[name]} (has the record changed?)"
+                )
+    return md5s
+
+
+def _jetclass_archive(name: str, md5: str, s: _Settings, out_root: Path, progress) -> dict:
+    url = _join_url(s.jetclass_url, name)
     archive = download_file(
-        _join_url(s.jetclass_url, name),
+        url,
         out_root / "archives" / name,
         md5,
         retries=s.retries,
@@ -474,6 +522,7 @@ def _jetclass_archive(name: str, s: _Settings, out_root: Path, manifest: dict, p
         _remove_if_empty(archive.parent)
     return {
         "name": name,
+        "url": url,
         "md5": md5,
         "classes": s.classes,
         "max_files_per_class": s.max_files_per_class,
@@ -481,10 +530,12 @@ def _jetclass_archive(name: str, s: _Settings, out_root: Path, manifest: dict, p
     }
 
 
-def _archive_done(previous: dict | None, md5: str, s: _Settings, out_root: Path) -> bool:
+def _archive_done(previous: dict | None, name: str, s: _Settings, out_root: Path) -> bool:
+    # No md5 here (it needs the record API, and the archive is gone): the URL it came from,
+    # whose md5 download_file verified, and the selection of files must be the same.
     return (
         isinstance(previous, dict)
-        and previous.get("md5") == md5
+        and previous.get("url") == _join_url(s.jetclass_url, name)
         and previous.get("classes") == s.classes
         and previous.get("max_files_per_class") == s.max_files_per_class
         and isinstance(previous.get("files"), list)
