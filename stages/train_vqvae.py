@@ -37,6 +37,7 @@ def _validate(params: dict) -> None:
     fraction(get(params, f"{GROUP}.ema_decay"), f"{GROUP}.ema_decay")
     one_of(get(params, "model.encoder.features"), "model.encoder.features", FEATURE_SETS)
     one_of(get(params, "trainer.compile"), "trainer.compile", (True, False))
+    one_of(get(params, "trainer.force_resume"), "trainer.force_resume", (True, False))
     if get(params, f"{GROUP}.dim") % get(params, f"{GROUP}.heads"):
         raise InputError(f"params: '{GROUP}.dim' must be divisible by '{GROUP}.heads'")
 

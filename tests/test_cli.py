@@ -39,3 +39,22 @@ def test_a_finished_stage_skips_the_teardown_unless_something_needs_it(tmp_path,
     assert ("teardown ran" in proc.stdout) == teardown
     if profiler:
         assert "function calls" in proc.stdout  # cProfile's report, printed at exit
+
+
+def test_a_stage_terminated_by_sigterm_under_lightning_fails(tmp_path):
+    # Lightning turns SIGTERM into SystemExit() (status 0): the stage must exit 143 instead.
+    script = tmp_path / "demo.py"
+    script.write_text("""
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from mpm.cli import run_stage
+
+def body(params, args):
+    raise SIGTERMException
+
+run_stage("demo", "a demo stage", body)
+""")
+    proc = subprocess.run([sys.executable, str(script), "--params", str(REPO / "params.yaml")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 143
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: demo: terminated (SIGTERM); its checkpoints are kept for a resume")

@@ -94,6 +94,29 @@ def test_loader_is_deterministic_and_workers_cover_everything(converted):
         torch.testing.assert_close(b["csts"], by_first[int(b["index"][0])]["csts"])
 
 
+@pytest.mark.parametrize("workers", [0, 2, 3])
+def test_a_loader_started_at_a_step_continues_the_stream_of_a_whole_run(converted, workers):
+    """A resumed run's loader: started at step k, it yields batch k of the uninterrupted
+    stream first (within a group, past whole groups, past an epoch), with the same content."""
+
+    def dataset():
+        return JetDataset(converted / "jetclass/train.h5", converted / "pre.joblib",
+                          batch_size=25, n_jets=500, seed=2, drop_last=True,
+                          batches_per_read=3)  # fmt: skip
+
+    loader = make_loader(dataset(), workers)
+    whole = [b for _ in range(3) for b in loader]  # three epochs of 20 batches
+    for step in (1, 5, 8, 23, 47):
+        resumed = dataset()
+        resumed.start_at(step)
+        stream = make_loader(resumed, workers)
+        after = [b for _ in range(2) for b in stream]  # the rest of one epoch, and the next
+        assert len(after) == 40 - step % 20
+        for got, expected in zip(after, whole[step:]):
+            assert torch.equal(got["index"], expected["index"])
+            torch.testing.assert_close(got["csts"], expected["csts"])  # the same noise too
+
+
 @pytest.mark.parametrize("drop_last", [True, False])
 def test_ddp_ranks_split_the_epoch(converted, monkeypatch, drop_last):
     """Each of 3 ranks reads its own groups; training sets give every rank the same number

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -72,15 +73,27 @@ def test_tiny_pretraining_run_lowers_the_loss_and_exports_a_backbone(jetclass, t
     assert encoder.dim == params["model"]["encoder"]["dim"]
 
 
-def test_killed_pretraining_resumes_from_its_checkpoint(jetclass, tmp_path):
-    root, params = jetclass
-    params = {**params, "pretrain": {**params["pretrain"], "steps": 120, "val_every_steps": 10}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    paths = _paths(tmp_path, "regression")
+def _stage(tmp_path, root, params, name):
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(params))
+    paths = _paths(tmp_path / name, "regression")
     cmd = [sys.executable, str(REPO / "stages/pretrain.py"), "--params",
-           str(tmp_path / "params.yaml"), "--backbone", "regression",
+           str(tmp_path / f"{name}.yaml"), "--backbone", "regression",
            "--data", str(root / "jetclass"), "--preprocessor", str(root / "pre.joblib"),
            *[f"--{k.replace('_', '-')}={v}" for k, v in paths.items()]]  # fmt: skip
+    return cmd, paths
+
+
+def test_killed_pretraining_resumes_exactly_where_it_stopped(jetclass, tmp_path):
+    """SIGKILL after a checkpoint at step k, then a re-run: it resumes and from step k + 1
+    on logs the same losses as an uninterrupted run (loader position and random numbers
+    restored), and ends with the same weights. Two loader workers: their turns resume too."""
+    root, params = jetclass
+    params = {**params, "loader": {"num_workers": 2},
+              "pretrain": {**params["pretrain"], "steps": 60, "val_every_steps": 10}}  # fmt: skip
+    whole_cmd, whole = _stage(tmp_path, root, params, "whole")
+    done = subprocess.run(whole_cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cmd, paths = _stage(tmp_path, root, params, "killed")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = paths["checkpoints"] / "last.ckpt"
     deadline = time.time() + 240
@@ -91,16 +104,25 @@ def test_killed_pretraining_resumes_from_its_checkpoint(jetclass, tmp_path):
     proc.wait()
     assert last.exists() and not paths["out"].exists() and not paths["metrics"].exists()
     step_at_kill = torch.load(last, weights_only=False)["global_step"]
-    assert 0 < step_at_kill < 120
+    assert 0 < step_at_kill < 50
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming from" in done.stderr
-    assert json.loads(paths["metrics"].read_text())["steps"] == 120
+    assert json.loads(paths["metrics"].read_text())["steps"] == 60
     # The curve spans the whole run, each step once: the rows before the kill are kept and
     # those logged after the last checkpoint are not repeated.
-    steps = pd.read_csv(paths["log_dir"] / "metrics.csv").dropna(subset=["train/total"])["step"]
+    curve = pd.read_csv(paths["log_dir"] / "metrics.csv")
+    steps = curve.dropna(subset=["train/total"])["step"]
     assert steps.is_unique and steps.is_monotonic_increasing
-    assert steps.min() < step_at_kill <= steps.max() and steps.max() >= 110
+    assert steps.min() < step_at_kill <= steps.max() and steps.max() >= 50
+    expected = pd.read_csv(whole["log_dir"] / "metrics.csv")
+    after = lambda c: c[c["step"] > step_at_kill].dropna(subset=["train/total"])  # noqa: E731
+    assert len(after(curve)) >= 3
+    assert after(curve)["train/total"].tolist() == after(expected)["train/total"].tolist()
+    resumed, _ = load_backbone(paths["out"])
+    uninterrupted, _ = load_backbone(whole["out"])
+    for (name, a), (_, b) in zip(resumed.state_dict().items(), uninterrupted.state_dict().items()):
+        assert torch.equal(a, b), name
 
 
 def test_ddp_pretraining_on_two_cpu_processes(jetclass, tmp_path):
@@ -130,7 +152,11 @@ def test_ddp_pretraining_on_two_cpu_processes(jetclass, tmp_path):
     )  # no temporary or second copy left by rank 1
 
 
-def test_a_checkpoint_of_other_inputs_or_settings_is_not_resumed(tmp_path):
+def _asides(run_dir):
+    return sorted(run_dir.parent.glob(f"{run_dir.name}.aside-*"))
+
+
+def test_a_checkpoint_of_other_inputs_or_settings_is_moved_aside_not_resumed(tmp_path, caplog):
     tokenizer = tmp_path / "tok.pt"
     tokenizer.write_bytes(b"first")
     run_dir = tmp_path / "run"
@@ -140,8 +166,13 @@ def test_a_checkpoint_of_other_inputs_or_settings_is_not_resumed(tmp_path):
     same = run_fingerprint({"lr": 1}, [tokenizer])
     assert prepare_run_dir(run_dir, same) == run_dir / "last.ckpt"
     tokenizer.write_bytes(b"second")  # e.g. a refitted tokenizer
-    assert prepare_run_dir(run_dir, run_fingerprint({"lr": 1}, [tokenizer])) is None
-    assert not (run_dir / "last.ckpt").exists()
+    with caplog.at_level("WARNING"):
+        assert prepare_run_dir(run_dir, run_fingerprint({"lr": 1}, [tokenizer])) is None
+    # never deleted: moved aside, with one line saying why and where
+    (aside,) = _asides(run_dir)
+    assert (aside / "last.ckpt").read_bytes() == b"checkpoint" and not (run_dir / "last.ckpt").exists()
+    (line,) = [r.getMessage() for r in caplog.records if "moved aside" in r.getMessage()]
+    assert str(aside) in line and f"inputs.{tokenizer}" in line
     assert run_fingerprint({"lr": 2}, [tokenizer]) != run_fingerprint({"lr": 1}, [tokenizer])
     # SLURM's pre-emption checkpoint, newer than last.ckpt, is the one resumed
     now = run_fingerprint({"lr": 1}, [tokenizer])
@@ -150,8 +181,54 @@ def test_a_checkpoint_of_other_inputs_or_settings_is_not_resumed(tmp_path):
     stat = (run_dir / "last.ckpt").stat()
     os.utime(run_dir / "hpc_ckpt_1.ckpt", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert prepare_run_dir(run_dir, now) == run_dir / "hpc_ckpt_1.ckpt"
+    # trainer.force_resume resumes a folder of other settings, and stamps it with the new ones
+    other = run_fingerprint({"lr": 3}, [tokenizer])
+    assert prepare_run_dir(run_dir, other, force_resume=True) == run_dir / "hpc_ckpt_1.ckpt"
+    assert prepare_run_dir(run_dir, other) == run_dir / "hpc_ckpt_1.ckpt"
     (run_dir / "finished").touch()  # a run that reached its last step is trained afresh
-    assert prepare_run_dir(run_dir, now) is None and not (run_dir / "hpc_ckpt_1.ckpt").exists()
+    assert prepare_run_dir(run_dir, other) is None and len(_asides(run_dir)) == 2
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json"]
+
+
+def test_the_fingerprint_holds_content_and_result_code_not_mtimes_or_plotting(tmp_path, monkeypatch):
+    import mpm
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.bin").write_bytes(b"jets")
+    before = run_fingerprint({"lr": 1}, [data])
+    os.utime(data / "train.bin", ns=(1, 1))  # what a `dvc checkout` or a copy does
+    assert run_fingerprint({"lr": 1}, [data]) == before
+    (data / "train.bin").write_bytes(b"JETS")
+    assert run_fingerprint({"lr": 1}, [data]) != before
+    # a copy of the package: a plotting or report edit keeps the run resumable, a model edit not
+    package = tmp_path / "pkg" / "mpm"
+    import shutil
+
+    shutil.copytree(Path(mpm.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(mpm, "__file__", str(package / "__init__.py"))
+    base = run_fingerprint({}, [])["code"]
+    for edited in ("plotting/style.py", "report.py", "cli.py"):
+        (package / edited).write_text((package / edited).read_text() + "\n# edit\n")
+    assert run_fingerprint({}, [])["code"] == base
+    for edited in ("models/layers.py", "data/loader.py", "tasks/reconstruction.py"):
+        source = (package / edited).read_text()
+        (package / edited).write_text(source + "\n# edit\n")
+        assert run_fingerprint({}, [])["code"] != base, edited
+        (package / edited).write_text(source)
+
+
+def test_a_converted_file_is_identified_by_the_digest_of_its_rows(jetclass, tmp_path):
+    import h5py
+
+    from mpm.training.fit import content_id
+
+    root, _ = jetclass
+    with h5py.File(root / "jetclass/train.h5") as f:
+        recorded = f.attrs["content_sha1"]
+    assert content_id(root / "jetclass/train.h5") == f"rows:{recorded}"
+    ids = {content_id(root / f"jetclass/{split}.h5") for split in ("train", "val", "test")}
+    assert len(ids) == 3
 
 
 def test_vqvae_tokenizer_trains_and_feeds_the_vqvae_backbone(jetclass, tmp_path):

@@ -40,6 +40,13 @@ def run_stage(
     except OSError as err:
         where = f"{err.filename}: " if err.filename else ""
         _fail(name, f"{where}{err.strerror or err}", 1)
+    except SystemExit as err:
+        # Lightning's answer to SIGTERM is a SystemExit without a code, i.e. exit status 0: a
+        # killed training stage would look finished to DVC (and to SLURM) without its outputs.
+        lightning = sys.modules.get("lightning.pytorch.utilities.exceptions")
+        if lightning and isinstance(err, lightning.SIGTERMException):
+            _fail(name, "terminated (SIGTERM); its checkpoints are kept for a resume", 143)
+        raise
     _exit_at_once()
 
 

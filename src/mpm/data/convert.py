@@ -13,6 +13,7 @@ Conventions (documented in README "Data contract"):
 - z0 is lifetime-signed as |z0| * sign(z0 * (eta_jet - eta_trk)), with the true (unflipped) eta.
 """
 
+import hashlib
 import logging
 import math
 import time
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from mpm.atomic import atomic_dir, atomic_file
 from mpm.data import schema
-from mpm.data.h5io import append_rows
+from mpm.data.h5io import CONTENT_DIGEST, append_rows
 from mpm.data.root_io import iterate_tree, num_entries
 from mpm.errors import InputError
 from mpm.params import get, one_of, positive_float, positive_int
@@ -355,11 +356,12 @@ def convert_split(
             bucket_bytes = bucket_path.stat().st_size
             with atomic_file(out_file) as tmp_out, h5py.File(tmp_out, "w") as out:
                 n_written = 0
+                digest = hashlib.sha1()
                 for group in groups:
                     rows = {k: group[k][:] for k in group}
                     perm = rng.permutation(len(rows[schema.H5_LABELS]))
                     rows = {k: v[perm] for k, v in rows.items()}
-                    append_rows(out, rows, compression)
+                    append_rows(out, rows, compression, digest)
                     n_written += len(perm)
                 counts = np.bincount(out[schema.H5_LABELS][:], minlength=len(spec.classes))
                 out.attrs.update(
@@ -372,6 +374,7 @@ def convert_split(
                     sources=[f.name for f in files],
                     seed=np.atleast_1d(seed),
                 )
+                out.attrs[CONTENT_DIGEST] = digest.hexdigest()
     finally:
         bucket_path.unlink(missing_ok=True)
 

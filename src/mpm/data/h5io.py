@@ -10,13 +10,20 @@ from mpm.errors import InputError
 
 # Jets per HDF5 chunk; the loader reads whole chunks, so this is also its unit of sampling.
 CHUNK_JETS = 256
+# File attribute: the sha1 of a converted file's rows, recorded as they are written (a
+# training run's fingerprint identifies its inputs by content without re-reading them).
+CONTENT_DIGEST = "content_sha1"
 
 
 def append_rows(
-    group: h5py.Group, rows: dict[str, np.ndarray], compression: str | None = None
+    group: h5py.Group, rows: dict[str, np.ndarray], compression: str | None = None, digest=None
 ) -> None:
-    """Append `rows` (same first dimension) to the datasets of `group`, creating them first."""
+    """Append `rows` (same first dimension) to the datasets of `group`, creating them first;
+    `digest` (a hashlib object), if given, is updated with each array's name and bytes."""
     for name, values in rows.items():
+        if digest is not None:
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(values).tobytes())
         if name not in group:
             group.create_dataset(
                 name,

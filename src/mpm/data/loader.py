@@ -94,6 +94,7 @@ class JetDataset(IterableDataset):
         self.shard = shard
         self.group_jets = batch_size * batches_per_read
         self.epoch = 0
+        self.skip_batches = 0  # of the next epoch (start_at)
         self._file: h5py.File | None = None
         self._preprocessor = None
 
@@ -101,6 +102,11 @@ class JetDataset(IterableDataset):
         """Batches per epoch of this rank (under DDP: its share)."""
         groups = self._epoch_groups(0)
         return sum(self._batches_in(_jets(groups[i])) for i in self._rank_indices(groups))
+
+    def start_at(self, step: int) -> None:
+        """Make the next pass continue the batch stream after `step` batches of this rank:
+        epoch step // len(self), from its batch step % len(self) (a resumed run's loader)."""
+        self.epoch, self.skip_batches = divmod(step, len(self))
 
     def _world(self) -> tuple[int, int]:
         return distributed_rank() if self.shard else (0, 1)
@@ -169,13 +175,40 @@ class JetDataset(IterableDataset):
         rows["index"] = np.concatenate([np.arange(a, b) for a, b in ranges])
         return rows
 
+    def _worker_skips(self, groups: list, indices: list[int], n_workers: int
+                      ) -> tuple[list[int], int]:  # fmt: skip
+        """(batches each worker's share skips, the worker whose turn is next) so that the
+        stream, which the DataLoader takes from the workers in turn (one batch each, passing
+        over those that are done), starts after `skip_batches`."""
+        counts = [sum(self._batches_in(_jets(groups[g])) for g in indices[w::n_workers])
+                  for w in range(n_workers)]  # fmt: skip
+        skips, left, last = [0] * n_workers, self.skip_batches, -1
+        while left:
+            for w in range(n_workers):
+                if left and skips[w] < counts[w]:
+                    skips[w] += 1
+                    left -= 1
+                    last = w
+        return skips, (last + 1) % n_workers
+
     def __iter__(self):
         epoch = self.epoch
         self.epoch += 1
         worker = get_worker_info()
         worker_id, n_workers = (worker.id, worker.num_workers) if worker else (0, 1)
         groups = self._epoch_groups(epoch)
-        for g in self._rank_indices(groups)[worker_id::n_workers]:
+        indices = self._rank_indices(groups)
+        share, skip = worker_id, 0
+        if self.skip_batches:  # a resumed run: the DataLoader starts its turns at worker 0, so
+            skips, turn = self._worker_skips(groups, indices, n_workers)  # the shares rotate
+            share = (worker_id + turn) % n_workers
+            skip = skips[share]
+        self.skip_batches = 0  # later epochs start at their beginning
+        for g in indices[share::n_workers]:
+            n_batches = self._batches_in(_jets(groups[g]))
+            if skip >= n_batches:  # a whole group before the start: not even read
+                skip -= n_batches
+                continue
             rng = np.random.default_rng([self.seed, epoch, g])
             rows = self._read(groups[g])
             if self.shuffle:
@@ -184,11 +217,12 @@ class JetDataset(IterableDataset):
             rows[schema.H5_CONSTITUENTS] = self._preprocessor(
                 rows[schema.H5_CONSTITUENTS], rows[schema.H5_IDS], rows[schema.H5_MASK], rng
             )
-            for lo in range(0, len(rows["index"]), self.batch_size):
+            for lo in range(skip * self.batch_size, len(rows["index"]), self.batch_size):
                 batch = {k: v[lo : lo + self.batch_size] for k, v in rows.items()}
                 if self.drop_last and len(batch["index"]) < self.batch_size:
                     break
                 yield self._to_tensors(batch)
+            skip = 0
 
     @staticmethod
     def _to_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -227,8 +261,10 @@ class JetDataModule(L.LightningDataModule):
         n_val: int | None = None,
         seed: int = 0,
         num_workers: int = 0,
+        start_step: int = 0,
     ):
         super().__init__()
+        self.start_step = start_step  # training batches already taken (a resumed run)
         self.data_dir = Path(data_dir)
         self.kwargs = dict(preprocessor_path=preprocessor_path, batch_size=batch_size, shard=True)
         self.n_train, self.n_val, self.seed = n_train, n_val, seed
@@ -258,6 +294,7 @@ class JetDataModule(L.LightningDataModule):
                 self.data_dir / "test.h5", seed=self.seed, shuffle=False, **self.kwargs
             ),
         }
+        self.datasets["train"].start_at(self.start_step)
 
     def train_dataloader(self) -> DataLoader:
         return make_loader(self.datasets["train"], self.num_workers)

@@ -200,6 +200,7 @@ def validate_params(params: dict) -> None:
     one_of(get(params, "model.encoder.features"), "model.encoder.features", FEATURE_SETS)
     one_of(get(params, "model.encoder.ids"), "model.encoder.ids", (True, False))
     one_of(get(params, "trainer.compile"), "trainer.compile", (True, False))
+    one_of(get(params, "trainer.force_resume"), "trainer.force_resume", (True, False))
     for key in ("steps", "batch_size", "n_val_jets", "val_every_steps", "warmup_steps"):
         positive_int(get(params, f"pretrain.{key}"), f"pretrain.{key}")
     positive_int(get(params, "pretrain.n_train_jets"), "pretrain.n_train_jets", allow_none=True)

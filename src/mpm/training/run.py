@@ -43,7 +43,7 @@ def pretrain(
     if backbone == "random":
         encoder = JetEncoder(**encoder_cfg)
         summary["steps"] = 0
-        prepare_run_dir(checkpoints, {"backbone": backbone})  # nothing to resume
+        prepare_run_dir(checkpoints, {"backbone": backbone})  # nothing to resume: a stamp
     else:
         module = PretrainModule(
             backbone, params["model"], cfg, params["mask_rate"],
