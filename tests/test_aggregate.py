@@ -32,7 +32,8 @@ def test_means_over_seeds_and_gains_over_random_at_the_smallest_size(tmp_path):
             ari=0.3,
             ari_by_n_secondary_vertices={"0": 0.9, "2": 0.1},
         ),  # fmt: skip
-        _run(tmp_path, "f", task="cwola", n_train=5000, n_signal=200, sic_at_fpr_1pct=2.0),
+        _run(tmp_path, "f", task="cwola", n_train=5000, n_signal=200, sic_at_fpr_1pct=2.0,
+             sic_at_fpr_1pct_err=0.4, n_signal_train=160),
     ]
     runs, binned = read_runs(paths)
     summary = over_seeds(runs)
@@ -44,6 +45,10 @@ def test_means_over_seeds_and_gains_over_random_at_the_smallest_size(tmp_path):
     assert top["jetclass"]["size"] == 100
     assert top["jetclass"]["finetuned"]["gain_over_random"] == {"cfm": pytest.approx(0.08)}
     assert top["cwola"]["size"] == 200  # CWoLa's size is its number of signal jets
+    assert top["cwola"]["finetuned"]["error"] == {"random": 0.4}  # the SIC's bootstrap error
+    assert "error" not in top["jetclass"]["finetuned"]
+    trained = summary[(summary.task == "cwola") & (summary.metric == "n_signal_train")]
+    assert trained["mean"].item() == 160  # the signal jets that trained, beside the nominal
     assert top["vertex"]["finetuned"]["mean"] == {"random": 0.3}
     # One line per pre-trained backbone with a gain (vertex and CWoLa have random only).
     table = headline_table(top)

@@ -20,8 +20,11 @@ def _results(root):
     (root / "downstream").mkdir()
     mean = {"random": 0.40, "kmeans": 0.45}
     entry = {"mean": mean, "gain_over_random": {"kmeans": 0.05}}
+    sic = {"mean": {"random": 2.0, "kmeans": 3.5}, "gain_over_random": {"kmeans": 1.5},
+           "error": {"random": 0.4, "kmeans": 0.6}}
     headline = {"jetclass": {"metric": "accuracy", "size": 1000, "finetuned": entry,
-                             "frozen": entry}}  # fmt: skip
+                             "frozen": entry},
+                "cwola": {"metric": "sic_at_fpr_1pct", "size": 500, "finetuned": sic}}  # fmt: skip
     (root / "downstream" / "headline.json").write_text(json.dumps(headline))
     w1 = {"kmeans": {"pt": 0.05, "deta": 0.07, "dphi": 0.07, "mean": 0.06}}
     (root / "reconstruction.json").write_text(
@@ -48,6 +51,7 @@ def test_report_links_every_figure_and_prints_ours_beside_the_paper(tmp_path, pa
         assert (caption in text) != stem.endswith("_frozen")
     assert re.search(r"\|\s*profile\s*\|\s*smoke\s*\|", text) and "| row | 51.0 |" in text
     assert "K-Means 0.450 (+0.050)" in text and "84.3%" in text  # ours, then the paper's
+    assert "K-Means 3.500 ± 0.600 (+1.500)" in text and "2.000 ± 0.400" in text  # SIC errors
     assert "kmeans-row6" in text and "K-Means" in text.split("## Fig. 8")[1]
 
 

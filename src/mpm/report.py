@@ -63,11 +63,16 @@ def _headline_table(headline: dict) -> str:
         # the modes the grid ran, in its order (the entry's other keys describe the task)
         for mode in (key for key, value in entry.items() if isinstance(value, dict)):
             means, gains = entry[mode]["mean"], entry[mode]["gain_over_random"]
-            cells = [f"{BACKBONE_NAMES.get(b, b)} {v:.3f} ({gains[b]:+.3f})"
-                     for b, v in means.items() if b != "random"]  # fmt: skip
+            errors = entry[mode].get("error", {})
+
+            def value(b):  # with the test set's error where the metric has one
+                return f"{means[b]:.3f}" + (f" ± {errors[b]:.3f}" if b in errors else "")
+
+            cells = [f"{BACKBONE_NAMES.get(b, b)} {value(b)} ({gains[b]:+.3f})"
+                     for b in means if b != "random"]  # fmt: skip
             lines.append({
                 "task": task, "metric": f"{entry['metric']} at {entry['size']}", "mode": mode,
-                "Random init": f"{means['random']:.3f}" if "random" in means else "-",
+                "Random init": value("random") if "random" in means else "-",
                 "pre-trained (gain over random)": "; ".join(cells),
                 "paper": PAPER_DOWNSTREAM.get(task, "-") if mode == "finetuned" else "-",
             })  # fmt: skip

@@ -74,7 +74,8 @@ def over_seeds(runs: pd.DataFrame, by: list[str] = GROUP) -> pd.DataFrame:
 
 def headline(summary: pd.DataFrame) -> dict:
     """{task: {mode: {backbone: mean headline metric at the task's smallest size}}}, with
-    each backbone's gain over the random initialisation where random was run."""
+    each backbone's gain over the random initialisation where random was run and, for a
+    metric with an error of its own (ERRORS), that error."""
     out: dict = {}
     for task, metric in HEADLINE.items():
         rows = summary[(summary["task"] == task) & (summary["metric"] == metric)]
@@ -82,9 +83,13 @@ def headline(summary: pd.DataFrame) -> dict:
             continue
         smallest = rows[rows["size"] == rows["size"].min()]
         out[task] = {"metric": metric, "size": int(smallest["size"].iloc[0])}
+        errors = summary[(summary["task"] == task) & (summary["metric"] == ERRORS.get(metric))]
         for mode, by_mode in smallest.groupby("mode"):
             means = dict(zip(by_mode["backbone"], by_mode["mean"].round(4)))
             entry = {"mean": means}
+            error = errors[(errors["mode"] == mode) & (errors["size"] == out[task]["size"])]
+            if not error.empty:  # the test set's error (bootstrap), mean over seeds
+                entry["error"] = dict(zip(error["backbone"], error["mean"].round(4)))
             if "random" in means:
                 base = means["random"]
                 gains = {b: round(v - base, 4) for b, v in means.items() if b != "random"}
