@@ -1,4 +1,4 @@
-"""DVC stage `cwola_data`: the CWoLa dataset of one repeat with --n-signal top jets injected (section 5.2.2).
+"""DVC stage `cwola_data`: one repeat's CWoLa dataset, --n-signal top jets injected (sec. 5.2.2).
 
 Two random halves of the JetClass QCD training jets get the mixed labels 0 and 1, the top
 jets join the second; a share of each is held out for validation; the test set is the pure

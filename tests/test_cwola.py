@@ -68,7 +68,8 @@ def test_the_validation_share_is_cut_from_each_part_and_recorded(jetclass, tmp_p
     assert len(_keys(_read(tmp_path / "c/train.h5")[0]) & top) == 8
     assert len(_keys(_read(tmp_path / "c/val.h5")[0]) & top) == 2
     with h5py.File(tmp_path / "c/train.h5") as f:
-        assert (f.attrs["n_signal"], f.attrs["n_signal_train"], f.attrs["n_signal_val"]) == (10, 8, 2)
+        counts = (f.attrs["n_signal"], f.attrs["n_signal_train"], f.attrs["n_signal_val"])
+    assert counts == (10, 8, 2)
 
 
 def test_each_repeat_draws_its_own_halves_and_signal_nested_across_sizes(jetclass, tmp_path):
@@ -78,7 +79,8 @@ def test_each_repeat_draws_its_own_halves_and_signal_nested_across_sizes(jetclas
         _build(src, tmp_path / f"{n}-s{seed}", n, seed)
     s0, s1 = _signal(src, tmp_path / "10-s0"), _signal(src, tmp_path / "10-s1")
     assert s0 != s1  # another repeat injects other top jets ...
-    halves = [_keys(j[l == 0]) for j, l in (_read(tmp_path / f"10-s{s}/train.h5") for s in (0, 1))]
+    trains = [_read(tmp_path / f"10-s{s}/train.h5") for s in (0, 1)]
+    halves = [_keys(jets[labels == 0]) for jets, labels in trains]
     assert halves[0] != halves[1]  # ... into other QCD halves
     assert s0 <= _signal(src, tmp_path / "20-s0")  # a larger set adds to a smaller one's
 

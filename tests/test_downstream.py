@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from mpm.downstream.cwola import build_cwola
-from mpm.errors import InputError
 from mpm.downstream.finetune import FinetuneModule, backbone_lr_factor, pair_mask
 from mpm.downstream.heads import JetClassifier, TrackClassifier, VertexFinder
 from mpm.downstream.run import finetune
+from mpm.errors import InputError
 from mpm.models.backbone import save_backbone
 from mpm.models.encoder import JetEncoder
 

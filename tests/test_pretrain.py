@@ -170,7 +170,8 @@ def test_a_checkpoint_of_other_inputs_or_settings_is_moved_aside_not_resumed(tmp
         assert prepare_run_dir(run_dir, run_fingerprint({"lr": 1}, [tokenizer])) is None
     # never deleted: moved aside, with one line saying why and where
     (aside,) = _asides(run_dir)
-    assert (aside / "last.ckpt").read_bytes() == b"checkpoint" and not (run_dir / "last.ckpt").exists()
+    assert (aside / "last.ckpt").read_bytes() == b"checkpoint"
+    assert not (run_dir / "last.ckpt").exists()
     (line,) = [r.getMessage() for r in caplog.records if "moved aside" in r.getMessage()]
     assert str(aside) in line and f"inputs.{tokenizer}" in line
     assert run_fingerprint({"lr": 2}, [tokenizer]) != run_fingerprint({"lr": 1}, [tokenizer])
@@ -190,7 +191,11 @@ def test_a_checkpoint_of_other_inputs_or_settings_is_moved_aside_not_resumed(tmp
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.json"]
 
 
-def test_the_fingerprint_holds_content_and_result_code_not_mtimes_or_plotting(tmp_path, monkeypatch):
+def test_the_fingerprint_holds_content_and_result_code_not_mtimes_or_plotting(
+    tmp_path, monkeypatch
+):
+    import shutil
+
     import mpm
 
     data = tmp_path / "data"
@@ -203,9 +208,8 @@ def test_the_fingerprint_holds_content_and_result_code_not_mtimes_or_plotting(tm
     assert run_fingerprint({"lr": 1}, [data]) != before
     # a copy of the package: a plotting or report edit keeps the run resumable, a model edit not
     package = tmp_path / "pkg" / "mpm"
-    import shutil
-
-    shutil.copytree(Path(mpm.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(Path(mpm.__file__).parent, package,
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     monkeypatch.setattr(mpm, "__file__", str(package / "__init__.py"))
     base = run_fingerprint({}, [])["code"]
     for edited in ("plotting/style.py", "report.py", "cli.py"):

@@ -65,7 +65,7 @@ def _headline_table(headline: dict) -> str:
             means, gains = entry[mode]["mean"], entry[mode]["gain_over_random"]
             errors = entry[mode].get("error", {})
 
-            def value(b):  # with the test set's error where the metric has one
+            def value(b, means=means, errors=errors):  # with the test set's error, if any
                 return f"{means[b]:.3f}" + (f" ± {errors[b]:.3f}" if b in errors else "")
 
             cells = [f"{BACKBONE_NAMES.get(b, b)} {value(b)} ({gains[b]:+.3f})"
