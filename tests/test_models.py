@@ -11,7 +11,8 @@ from mpm.errors import InputError
 from mpm.models.encoder import JetEncoder
 from mpm.models.layers import Attention, SwiGLU, Transformer
 from mpm.models.mae import MaskedAutoencoder
-from mpm.models.masking import choose_dropped, compact, gather_rows
+from mpm.models.masking import choose_dropped
+from mpm.models.packing import packing_of
 from mpm.params import load_params
 from mpm.tasks.generative import ConditionalFlow, FlowMatching, time_embedding
 from mpm.tasks.reconstruction import ParticleID, Regression, TokenClassification
@@ -30,25 +31,29 @@ def _batch(b=4, n=12, seed=0):
 
 
 def test_layer_shapes():
-    x = torch.randn(2, 5, 16)
+    x = torch.randn(9, 16)
+    packing, context_packing = packing_of(torch.tensor([4, 5])), packing_of(torch.tensor([3, 4]))
     assert SwiGLU(16).proj_in.out_features == 64 and SwiGLU(16)(x).shape == x.shape
-    assert Attention(16, 4)(x, torch.randn(2, 7, 16)).shape == x.shape
+    assert Attention(16, 4)(x, packing).shape == x.shape
+    assert Attention(16, 4)(x, packing, torch.randn(7, 16), context_packing).shape == x.shape
     with pytest.raises(ValueError, match="divisible"):
         Attention(16, 3)
 
 
-def test_transformer_is_permutation_equivariant_and_ignores_padding():
+def test_transformer_is_permutation_equivariant_within_jets():
     torch.manual_seed(0)
     model = Transformer(16, depth=2, heads=4).eval()
-    x = torch.randn(3, 6, 16)
-    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1] * 6, [1, 1, 0, 0, 0, 0]], dtype=torch.bool)
-    perm = torch.randperm(6)
-    out = model(x, mask)
-    out_perm = model(x[:, perm], mask[:, perm])
-    torch.testing.assert_close(out_perm[mask[:, perm]], out[:, perm][mask[:, perm]])
-    # Whatever sits in the padding does not change the real elements' outputs.
-    noisy = torch.where(mask[..., None], x, torch.randn_like(x) * 100)
-    torch.testing.assert_close(model(noisy, mask)[mask], out[mask])
+    packing = packing_of(torch.tensor([4, 6, 2]))
+    x = torch.randn(12, 16)
+    out = model(x, packing)
+    # shuffle the tokens of every jet among themselves
+    perm = torch.cat([torch.randperm(n) + o for n, o in zip([4, 6, 2], [0, 4, 10])])
+    torch.testing.assert_close(model(x[perm], packing), out[perm])
+    # ... and a token of one jet never sees another jet
+    moved = x.clone()
+    moved[4:10] += 5
+    changed = (model(moved, packing) - out).abs().sum(1) > 1e-6
+    assert changed[4:10].all() and not changed[:4].any() and not changed[10:].any()
 
 
 def test_encoder_outputs_and_equivariance():
@@ -94,15 +99,6 @@ def test_choose_dropped_counts_and_never_padding():
     again = choose_dropped(mask, 0.4, torch.Generator().manual_seed(1))
     assert torch.equal(dropped, again)
     assert (choose_dropped(mask, 1.0).sum(1) == n - 1).all()  # one always survives
-
-
-def test_compact_keeps_order():
-    selected = torch.tensor([[0, 1, 0, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
-    index, valid = compact(selected)
-    assert index[0].tolist() == [1, 3, 4] and valid[0].tolist() == [True] * 3
-    assert index[1, 0] == 0 and valid[1].tolist() == [True, False, False]
-    x = torch.arange(10.0).view(2, 5)
-    assert gather_rows(x, index)[valid].tolist() == [1.0, 3.0, 4.0, 5.0]
 
 
 def _mae(seed=0):
@@ -393,20 +389,23 @@ def test_ssfm_decoder_is_permutation_equivariant_in_the_generated_set():
     model = _ssfm()
     csts, ids, mask = _batch()
     dropped = choose_dropped(mask, 0.5, torch.Generator().manual_seed(0))
-    context, context_mask = model.context(csts, ids, mask, dropped)
-    _, set_mask = compact(dropped)
-    x_t = torch.randn(*set_mask.shape, 7)
-    t = torch.rand(len(x_t))
-    out = model.decode(x_t, set_mask, t, context, context_mask)
-    perm = torch.randperm(set_mask.shape[1])
-    out_p = model.decode(x_t[:, perm], set_mask[:, perm], t, context, context_mask)
-    real = set_mask[:, perm]
-    torch.testing.assert_close(out_p[real], out[:, perm][real], atol=1e-5, rtol=1e-4)
-    # ... and invariant to the order of the visible constituents.
-    vis = torch.randperm(context.shape[1] - 2) + 2  # registers stay first
-    order = torch.cat([torch.arange(2), vis])
-    out_v = model.decode(x_t, set_mask, t, context[:, order], context_mask[:, order])
-    torch.testing.assert_close(out_v[set_mask], out[set_mask], atol=1e-5, rtol=1e-4)
+    context, context_packing = model.context(csts, ids, mask, dropped)
+    packing = packing_of(dropped.sum(1))
+    x_t = torch.randn(packing.n_tokens, 7)
+    t = torch.rand(len(mask))
+    out = model.decode(x_t, packing, t, context, context_packing)
+
+    def shuffled_within_jets(p, first=0):  # a permutation of the tokens of each jet
+        return torch.cat([torch.cat([torch.arange(first), torch.randperm(int(n) - first) + first])
+                          + int(o) for n, o in zip(p.lengths, p.offsets)])  # fmt: skip
+
+    perm = shuffled_within_jets(packing)
+    out_p = model.decode(x_t[perm], packing, t, context, context_packing)
+    torch.testing.assert_close(out_p, out[perm], atol=1e-5, rtol=1e-4)
+    # ... and invariant to the order of the visible constituents (registers stay first).
+    order = shuffled_within_jets(context_packing, first=2)
+    out_v = model.decode(x_t, packing, t, context[order], context_packing)
+    torch.testing.assert_close(out_v, out, atol=1e-5, rtol=1e-4)
 
 
 def test_ssfm_loss_falls_on_a_tiny_batch():

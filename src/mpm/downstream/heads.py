@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from mpm.models.layers import Attention, SwiGLU
+from mpm.models.packing import concat_jets, pack, packing_of
 
 
 def mlp(dims: list[int]) -> nn.Sequential:
@@ -27,10 +28,12 @@ class ClassAttentionBlock(nn.Module):
         self.attn = Attention(dim, heads)
         self.ff = SwiGLU(dim)
 
-    def forward(self, cls, x, mask) -> torch.Tensor:
-        context = self.norm_kv(torch.cat([cls, x], dim=1))
-        context_mask = torch.cat([mask.new_ones(len(mask), 1), mask], dim=1)
-        cls = cls + self.attn(self.norm_q(cls), context, context_mask)
+    def forward(self, cls, x, lengths) -> torch.Tensor:
+        """cls [B, D] (one per jet), x [T, D] packed elements of jets of `lengths` [B]."""
+        ones = torch.ones_like(lengths)
+        context, context_packing, _ = concat_jets((cls, ones), (x, lengths))
+        cls = cls + self.attn(self.norm_q(cls), packing_of(ones), self.norm_kv(context),
+                              context_packing)  # fmt: skip
         return cls + self.ff(self.norm_ff(cls))
 
 
@@ -48,11 +51,12 @@ class JetClassifier(nn.Module):
 
     def forward(self, encoded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """-> logits [B, n_classes]."""
-        x = self.project(encoded)
-        cls = self.cls.expand(len(x), -1, -1).to(x.dtype)
+        x, packing = pack(encoded, mask)
+        x = self.project(x)
+        cls = self.cls[0].expand(len(encoded), -1).to(x.dtype)
         for block in self.blocks:
-            cls = block(cls, x, mask)
-        return self.out(self.norm(cls[:, 0]))
+            cls = block(cls, x, packing.lengths)
+        return self.out(self.norm(cls))
 
 
 class VertexFinder(nn.Module):

@@ -25,9 +25,10 @@ class BertStyleModel(nn.Module):
 
     def forward(self, csts, ids, mask, dropped) -> torch.Tensor:
         """Same contract as `MaskedAutoencoder.forward`."""
-        x = self.encoder.embed(csts, ids)
-        x = torch.where(dropped[..., None], self.mask_embedding.to(x.dtype), x)
-        encoded, _ = self.encoder.encode(x, mask)
-        at_dropped = encoded[:, self.encoder.n_registers :][dropped]
+        x = self.encoder.embed(csts[mask], ids[mask])
+        dropped_tokens = dropped[mask]
+        x = torch.where(dropped_tokens[:, None], self.mask_embedding.to(x.dtype), x)
+        encoded, _, at = self.encoder.encode(x, mask.sum(1))
+        at_dropped = encoded[at[dropped_tokens]]
         rank = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)[dropped]
         return self.head(at_dropped + self.positions(rank))

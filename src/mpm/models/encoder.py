@@ -5,6 +5,7 @@ from torch import nn
 
 from mpm.data import schema
 from mpm.models.layers import LAYER_SCALE_INIT, Transformer
+from mpm.models.packing import Packing, concat_jets
 
 # Continuous features the model sees and reconstructs (indices into schema.CONTINUOUS_FEATURES):
 # all 7, or MPMv1's kinematics (pT, d_eta, d_phi) for the Table 1 ablation.
@@ -38,18 +39,29 @@ class JetEncoder(nn.Module):
                                        layer_scale_init=layer_scale_init)
 
     def embed(self, csts: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """[B, N, 7], [B, N] -> constituent embeddings [B, N, dim]."""
+        """Features [..., 7] and IDs [...] -> constituent embeddings [..., dim]."""
         x = self.embed_features(csts[..., self.features])
         return x if self.embed_ids is None else x + self.embed_ids(ids)
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings [B, N, dim] -> (outputs [B, R + N, dim], mask [B, R + N]); the first R
-        outputs are the registers."""
-        b = x.shape[0]
-        x = torch.cat([self.registers.expand(b, -1, -1).to(x.dtype), x], dim=1)
-        mask = torch.cat([mask.new_ones(b, self.n_registers), mask], dim=1)
-        return self.transformer(x, mask), mask
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, Packing,
+                                                                       torch.Tensor]:  # fmt: skip
+        """Packed embeddings x [T, dim] of jets of `lengths` [B] -> (outputs [B * R + T, dim]
+        packed per jet as [R registers, constituents], their packing, and where each input
+        token's output is [T])."""
+        b = len(lengths)
+        registers = self.registers.to(x.dtype).repeat(b, 1)
+        tokens, packing, (_, at) = concat_jets(
+            (registers, lengths.new_full((b,), self.n_registers)), (x, lengths)
+        )
+        return self.transformer(tokens, packing), packing, at
 
     def forward(self, csts, ids, mask) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, N, 7], [B, N], [B, N] -> (outputs [B, R + N, dim], mask [B, R + N])."""
-        return self.encode(self.embed(csts, ids), mask)
+        """Padded [B, N, 7], [B, N], [B, N] -> (outputs [B, R + N, dim], mask [B, R + N]); the
+        first R outputs are the registers, padding is zero."""
+        encoded, _, _ = self.encode(self.embed(csts[mask], ids[mask]), mask.sum(1))
+        full_mask = torch.cat([mask.new_ones(len(mask), self.n_registers), mask], dim=1)
+        # the packed order (per jet: registers, then constituents in row order) is the row
+        # order of full_mask
+        out = encoded.new_zeros(*full_mask.shape, self.dim)
+        out[full_mask] = encoded
+        return out, full_mask

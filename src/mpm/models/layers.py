@@ -1,17 +1,24 @@
-"""Transformer building blocks: pre-norm layers with SwiGLU, LayerScale and SDPA attention
+"""Transformer building blocks: pre-norm layers with SwiGLU, LayerScale and attention
 (MPMv2), and the NormFormer layers of MPMv1 for the Table 1 ablation.
 
-Sets are batched as padded tensors [B, N, D] with a boolean `mask` [B, N] (True = real
-element). Inside a `Transformer` the real elements are packed into [T, D] (T = mask.sum()), so
-the per-element work (projections, feed-forward, norms) is never spent on padding; only the
-attention itself runs on the padded layout, through
-`torch.nn.functional.scaled_dot_product_attention` with the mask (it picks the fused kernel of
-the device). No positional encoding anywhere: every block is permutation equivariant.
+Everything works on packed jets (`mpm.models.packing`): tokens [T, D] of all jets end to end,
+so projections, norms and feed-forwards never see padding. Attention is block-diagonal over
+the jets: on CUDA in half precision the variable-length flash kernel (`varlen_attn`) runs
+on the packed tokens directly; elsewhere (CPU, fp32: no variable-length kernel exists, and
+FlexAttention has no CPU backward) the tokens are laid out padded for SDPA inside the
+attention only. No positional encoding anywhere: every block is permutation equivariant.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mpm.models.packing import Packing, unpack
+
+try:  # the CUDA variable-length attention kernel (PyTorch >= 2.9)
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:
+    varlen_attn = None
 
 LAYER_SCALE_INIT = 1e-3
 
@@ -41,8 +48,44 @@ class LayerScale(nn.Module):
         return x * self.gamma
 
 
+def _varlen_kernel(x: torch.Tensor) -> bool:
+    """The variable-length flash kernel runs on CUDA in half precision (bf16 autocast)."""
+    return varlen_attn is not None and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)
+
+
+def _padded_sdpa(q, k, v, q_packing: Packing, kv_packing: Packing) -> torch.Tensor:
+    """SDPA of padded q [B, H, Nq, Dh] over k, v [B, H, Nk, Dh] -> packed [Tq, H, Dh]."""
+    # a jet without keys has no queries either; letting it see its padding avoids NaNs
+    key_mask = kv_packing.padding_mask() | (kv_packing.lengths == 0)[:, None]
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+    b, h, n, d = y.shape
+    return y.transpose(1, 2).reshape(b * n, h, d).index_select(0, q_packing.slot)
+
+
+def self_attention(qkv: torch.Tensor, packing: Packing) -> torch.Tensor:
+    """Block-diagonal self-attention of packed qkv [T, 3, H, Dh] -> [T, H, Dh]: each jet's
+    elements attend to their own jet only."""
+    if _varlen_kernel(qkv):
+        q, k, v = qkv.unbind(1)
+        n = packing.max_len
+        return varlen_attn(q, k, v, packing.offsets, packing.offsets, n, n)
+    q, k, v = unpack(qkv, packing).permute(2, 0, 3, 1, 4)
+    return _padded_sdpa(q, k, v, packing, packing)
+
+
+def cross_attention(q, kv, q_packing: Packing, kv_packing: Packing) -> torch.Tensor:
+    """Packed queries q [Tq, H, Dh] of each jet over that jet's packed keys and values
+    kv [Tk, 2, H, Dh] -> [Tq, H, Dh]."""
+    if _varlen_kernel(q):
+        k, v = kv.unbind(1)
+        return varlen_attn(q, k, v, q_packing.offsets, kv_packing.offsets, q_packing.max_len,
+                           kv_packing.max_len)  # fmt: skip
+    k, v = unpack(kv, kv_packing).permute(2, 0, 3, 1, 4)
+    return _padded_sdpa(unpack(q, q_packing).transpose(1, 2), k, v, q_packing, kv_packing)
+
+
 class Attention(nn.Module):
-    """Multi-head attention; `heads` must divide `dim`."""
+    """Multi-head attention over packed jets; `heads` must divide `dim`."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -53,35 +96,26 @@ class Attention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def _attend(self, q, k, v, key_mask) -> torch.Tensor:
-        """[B, Nq, D], [B, Nk, D] x2, [B, Nk] -> [B, Nq, D]."""
-        b, nq, d = q.shape
-        q = q.view(b, nq, self.heads, -1).transpose(1, 2)
-        k = k.view(b, k.shape[1], self.heads, -1).transpose(1, 2)
-        v = v.view(b, v.shape[1], self.heads, -1).transpose(1, 2)
-        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return y.transpose(1, 2).reshape(b, nq, d)
-
-    def forward(self, x, context=None, context_mask=None) -> torch.Tensor:
-        """Padded queries `x` [B, N, D] over `context` (self-attention when None), whose
-        `context_mask` marks the keys that may be attended to."""
-        context = x if context is None else context
-        k, v = self.kv(context).chunk(2, dim=-1)
-        return self.out(self._attend(self.q(x), k, v, context_mask))
-
-    def packed(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Self-attention of packed tokens [T, D] (the True entries of `mask`, row by row)."""
-        qkv = torch.cat([self.q(tokens), self.kv(tokens)], dim=-1)
-        padded = qkv.new_zeros(*mask.shape, qkv.shape[-1])
-        padded[mask] = qkv
-        q, k, v = padded.chunk(3, dim=-1)
-        return self.out(self._attend(q, k, v, mask)[mask])
+    def forward(self, tokens, packing: Packing, context=None, context_packing=None):
+        """Packed tokens [T, D] of jets `packing` over the `context` tokens of the same jets
+        (self-attention when None) -> [T, D]."""
+        t, d = tokens.shape
+        if context is None:
+            # one matmul for q, k and v (the parameters stay separate, as checkpoints hold them)
+            weight = torch.cat([self.q.weight, self.kv.weight])
+            bias = torch.cat([self.q.bias, self.kv.bias])
+            qkv = F.linear(tokens, weight, bias).view(t, 3, self.heads, d // self.heads)
+            y = self_attention(qkv, packing)
+        else:
+            q = self.q(tokens).view(t, self.heads, d // self.heads)
+            kv = self.kv(context).view(len(context), 2, self.heads, d // self.heads)
+            y = cross_attention(q, kv, packing, context_packing)
+        return self.out(y.reshape(t, d))
 
 
 class TransformerLayer(nn.Module):
     """Pre-norm self-attention + SwiGLU feed-forward, LayerScale on both residual branches;
-    works on packed tokens [T, D] with the [B, N] mask that places them."""
+    works on packed tokens [T, D]."""
 
     def __init__(self, dim: int, heads: int, ff_mult: int = 2,
                  layer_scale_init: float = LAYER_SCALE_INIT):  # fmt: skip
@@ -93,8 +127,8 @@ class TransformerLayer(nn.Module):
         self.ff = SwiGLU(dim, ff_mult)
         self.scale_ff = LayerScale(dim, layer_scale_init)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        tokens = tokens + self.scale_attn(self.attn.packed(self.norm_attn(tokens), mask))
+    def forward(self, tokens: torch.Tensor, packing: Packing) -> torch.Tensor:
+        tokens = tokens + self.scale_attn(self.attn(self.norm_attn(tokens), packing))
         return tokens + self.scale_ff(self.ff(self.norm_ff(tokens)))
 
 
@@ -115,8 +149,8 @@ class NormFormerLayer(nn.Module):
             nn.Linear(ff_mult * dim, dim),
         )
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        tokens = tokens + self.norm_attn_out(self.attn.packed(self.norm_attn(tokens), mask))
+    def forward(self, tokens: torch.Tensor, packing: Packing) -> torch.Tensor:
+        tokens = tokens + self.norm_attn_out(self.attn(self.norm_attn(tokens), packing))
         return tokens + self.ff(tokens)
 
 
@@ -125,7 +159,7 @@ LAYERS = {"prenorm": TransformerLayer, "normformer": NormFormerLayer}
 
 class Transformer(nn.Module):
     """A stack of layers (`prenorm`: MPMv2's, `normformer`: MPMv1's) with a final LayerNorm,
-    over padded sets [B, N, D]; padded positions of the output are zero."""
+    over packed jets."""
 
     def __init__(self, dim: int, depth: int, heads: int, ff_mult: int = 2, layer="prenorm",
                  layer_scale_init: float = LAYER_SCALE_INIT):  # fmt: skip
@@ -139,12 +173,8 @@ class Transformer(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mask is None:
-            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        tokens = x[mask]
+    def forward(self, tokens: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """Packed tokens [T, D] -> [T, D]."""
         for layer in self.layers:
-            tokens = layer(tokens, mask)
-        out = x.new_zeros(x.shape)
-        out[mask] = self.norm(tokens)
-        return out
+            tokens = layer(tokens, packing)
+        return self.norm(tokens)

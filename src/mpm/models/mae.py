@@ -11,7 +11,7 @@ from torch import nn
 
 from mpm.models.encoder import JetEncoder
 from mpm.models.layers import LAYER_SCALE_INIT, Transformer
-from mpm.models.masking import compact, gather_rows
+from mpm.models.packing import concat_jets, rank_in_jet
 
 
 class MaskedAutoencoder(nn.Module):
@@ -39,14 +39,15 @@ class MaskedAutoencoder(nn.Module):
         `mask` [B, N] marks real constituents (pT-descending), `dropped` [B, N] the ones to
         reconstruct; only `mask & ~dropped` reach the encoder.
         """
-        visible_index, visible_mask = compact(mask & ~dropped)
-        encoded, encoded_mask = self.encoder(
-            gather_rows(csts, visible_index), gather_rows(ids, visible_index), visible_mask
+        visible = mask & ~dropped
+        encoded, packing, _ = self.encoder.encode(
+            self.encoder.embed(csts[visible], ids[visible]), visible.sum(1)
         )
-        dropped_index, dropped_mask = compact(dropped)
-        b, width = dropped_index.shape
-        tokens = self.mask_tokens[:width].expand(b, -1, -1)
-        x = torch.cat([self.to_decoder(encoded), tokens], dim=1)
-        x = self.decoder(x, torch.cat([encoded_mask, dropped_mask], dim=1))
-        # compact() keeps each jet's order, so this is the order of csts[dropped].
-        return x[:, -width:][dropped_mask] if width else x.new_zeros(0, x.shape[-1])
+        # the k-th dropped constituent of a jet (in row order) gets mask token k; index_select,
+        # not advanced indexing: its backward adds the repeated rows in a fixed order (CPU
+        # index_put accumulates with atomics across threads, so its float sums vary by run)
+        tokens = self.mask_tokens.index_select(0, rank_in_jet(dropped))
+        x, decoder_packing, (_, at_dropped) = concat_jets(
+            (self.to_decoder(encoded), packing.lengths), (tokens, dropped.sum(1))
+        )
+        return self.decoder(x, decoder_packing)[at_dropped]

@@ -1,4 +1,4 @@
-"""Choosing the dropped constituents and compacting sets without their padding."""
+"""Choosing the dropped constituents."""
 
 import torch
 
@@ -15,18 +15,3 @@ def choose_dropped(
     scores = scores.masked_fill(~mask, 2.0)  # padding ranks last
     ranks = scores.argsort(1).argsort(1)
     return ranks < n_drop[:, None]
-
-
-def compact(selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices [B, W] that gather the `selected` elements of each row first, in their original
-    order, with W the largest count in the batch, and the mask [B, W] of real entries."""
-    order = torch.argsort((~selected).to(torch.int8), dim=1, stable=True)
-    width = int(selected.sum(1).max()) if selected.numel() else 0
-    index = order[:, :width]
-    return index, torch.gather(selected, 1, index)
-
-
-def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x [B, N, ...] gathered along dim 1 with index [B, W]."""
-    expanded = index.view(*index.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
-    return torch.gather(x, 1, expanded)

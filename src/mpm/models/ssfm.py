@@ -21,7 +21,7 @@ from torch import nn
 from mpm.data import schema
 from mpm.models.encoder import JetEncoder
 from mpm.models.layers import Attention, SwiGLU
-from mpm.models.masking import compact, gather_rows
+from mpm.models.packing import Packing, packing_of, unpack
 from mpm.tasks.generative import time_embedding
 
 N_FREQUENCIES = 8
@@ -42,13 +42,14 @@ class AdaLNZeroBlock(nn.Module):
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
 
-    def forward(self, x, key_mask, context, context_mask, cond) -> torch.Tensor:
-        """x [B, W, D] (padded set), key_mask [B, W], context [B, C, D], context_mask [B, C],
-        cond [B, D]."""
-        mod = self.modulation(F.silu(cond))[:, None].chunk(9, dim=-1)
+    def forward(self, x, packing: Packing, context, context_packing: Packing, cond):
+        """x [T, D] (the packed generated sets of `packing`), context [C, D] (packed, of
+        `context_packing`), cond [B, D] (one per jet)."""
+        # per token by index_select: a backward that sums in a fixed order (see MaskedAutoencoder)
+        mod = self.modulation(F.silu(cond)).index_select(0, packing.jet).chunk(9, dim=-1)
         branches = (
-            lambda h: self.self_attn(h, context_mask=key_mask),
-            lambda h: self.cross_attn(h, context, context_mask),
+            lambda h: self.self_attn(h, packing),
+            lambda h: self.cross_attn(h, packing, context, context_packing),
             self.ff,
         )
         for i, (norm, branch) in enumerate(zip(self.norms, branches)):
@@ -89,40 +90,41 @@ class SetToSetFlowMatching(nn.Module):
             nn.init.zeros_(layer.bias)
         self.id_head = nn.Linear(dim, len(schema.PARTICLE_IDS)) if ids else None
 
-    def context(self, csts, ids, mask, dropped) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder outputs of the surviving constituents (and registers) at decoder width."""
-        visible_index, visible_mask = compact(mask & ~dropped)
-        encoded, encoded_mask = self.encoder(
-            gather_rows(csts, visible_index), gather_rows(ids, visible_index), visible_mask
+    def context(self, csts, ids, mask, dropped) -> tuple[torch.Tensor, Packing]:
+        """Encoder outputs of the surviving constituents (and registers) at decoder width,
+        packed."""
+        visible = mask & ~dropped
+        encoded, packing, _ = self.encoder.encode(
+            self.encoder.embed(csts[visible], ids[visible]), visible.sum(1)
         )
-        return self.to_decoder(encoded), encoded_mask
+        return self.to_decoder(encoded), packing
 
-    def decode(self, x_t, set_mask, t, context, context_mask) -> torch.Tensor:
-        """Decoder outputs [B, W, dim] for the noisy set x_t [B, W, F] at times t [B]."""
+    def decode(self, x_t, packing: Packing, t, context, context_packing: Packing):
+        """Decoder outputs [T, dim] for the packed noisy sets x_t [T, F] at times t [B]."""
         cond = self.embed_t(time_embedding(t, N_FREQUENCIES))
-        # A jet with nothing to generate would leave its attention rows without any key.
-        key_mask = set_mask | ~set_mask.any(1, keepdim=True)
         h = self.embed_x(x_t)
         for block in self.blocks:
-            h = block(h, key_mask, context, context_mask, cond)
-        shift, scale = self.modulation_out(F.silu(cond))[:, None].chunk(2, dim=-1)
+            h = block(h, packing, context, context_packing, cond)
+        modulation = self.modulation_out(F.silu(cond)).index_select(0, packing.jet)
+        shift, scale = modulation.chunk(2, dim=-1)
         return self.norm_out(h) * (1 + scale) + shift
 
     def forward(self, csts, ids, mask, dropped) -> dict[str, torch.Tensor]:
         """Per-element flow-matching MSE ("ssfm") and ID logits with their targets over the
         M dropped constituents: {"ssfm": scalar, "id_logits": [M, 8], "ids": [M]}."""
-        context, context_mask = self.context(csts, ids, mask, dropped)
-        index, set_mask = compact(dropped)
-        x = gather_rows(csts[..., self.features], index)
-        t = torch.sigmoid(torch.randn(len(x), device=x.device, dtype=x.dtype))
+        context, context_packing = self.context(csts, ids, mask, dropped)
+        packing = packing_of(dropped.sum(1))
+        x = csts[dropped][:, self.features]
+        t = torch.sigmoid(torch.randn(len(mask), device=x.device, dtype=x.dtype))
         eps = torch.randn_like(x)
-        x_t = (1 - t[:, None, None]) * x + t[:, None, None] * eps
-        hidden = self.decode(x_t, set_mask, t, context, context_mask)
+        t_x = t[packing.jet, None]
+        x_t = (1 - t_x) * x + t_x * eps
+        hidden = self.decode(x_t, packing, t, context, context_packing)
         mse = (self.velocity(hidden) - (x - eps)).pow(2).mean(-1)
-        out = {"ssfm": mse[set_mask].mean() if set_mask.any() else mse.sum() * 0}
+        out = {"ssfm": mse.mean() if len(mse) else mse.sum()}
         if self.id_head is not None:
-            out["id_logits"] = self.id_head(hidden[set_mask])
-            out["ids"] = gather_rows(ids, index)[set_mask]
+            out["id_logits"] = self.id_head(hidden)
+            out["ids"] = ids[dropped]
         return out
 
     @torch.no_grad()
@@ -132,16 +134,16 @@ class SetToSetFlowMatching(nn.Module):
         elements, in the order of the dropped constituents. `dropped = mask` generates whole
         jets of the given multiplicities from the registers alone."""
         steps = steps or self.sample_steps
-        context, context_mask = self.context(csts, ids, mask, dropped)
-        _, set_mask = compact(dropped)
-        x = torch.randn(*set_mask.shape, len(self.features), device=csts.device)
+        context, context_packing = self.context(csts, ids, mask, dropped)
+        packing = packing_of(dropped.sum(1))
+        x = torch.randn(packing.n_tokens, len(self.features), device=csts.device)
         dt = 1.0 / steps
         for i in range(steps, 0, -1):  # Euler steps of dx = -u dt from t = 1 to t = 0
-            t = torch.full((len(x),), i * dt, device=x.device)
-            x = x + dt * self.velocity(self.decode(x, set_mask, t, context, context_mask))
-        generated_ids = torch.zeros(set_mask.shape, dtype=torch.long, device=x.device)
+            t = torch.full((len(mask),), i * dt, device=x.device)
+            x = x + dt * self.velocity(self.decode(x, packing, t, context, context_packing))
+        generated_ids = torch.zeros(packing.n_tokens, dtype=torch.long, device=x.device)
         if self.id_head is not None:
-            t = torch.zeros(len(x), device=x.device)
-            hidden = self.decode(x, set_mask, t, context, context_mask)
-            generated_ids = self.id_head(hidden).argmax(-1)
-        return x * set_mask[..., None], generated_ids * set_mask, set_mask
+            t = torch.zeros(len(mask), device=x.device)
+            generated_ids = self.id_head(self.decode(x, packing, t, context, context_packing))
+            generated_ids = generated_ids.argmax(-1)
+        return unpack(x, packing), unpack(generated_ids, packing), packing.padding_mask()

@@ -19,6 +19,7 @@ from mpm.atomic import atomic_file
 from mpm.data import schema
 from mpm.errors import InputError
 from mpm.models.layers import Transformer
+from mpm.models.packing import Packing, pack
 
 N_FEATURES = len(schema.CONTINUOUS_FEATURES)
 FORMAT = "mpm-vqvae/1"
@@ -59,21 +60,19 @@ class VQVAE(nn.Module):
     def codebook_size(self) -> int:
         return self.quantizer.codebook_size
 
-    def _quantize(self, csts, mask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Quantised latents [M, codebook_dim], codes [M] and commitment loss of the M real
-        constituents; the quantizer sees them as one packed sequence (no padding)."""
-        latents = self.to_code(self.encoder(self.embed(csts), mask))[mask]
+    def _quantize(self, x, packing: Packing) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Quantised latents [M, codebook_dim], codes [M] and commitment loss of the M packed
+        constituents x [M, n_features]; the quantizer sees them as one sequence."""
+        latents = self.to_code(self.encoder(self.embed(x), packing))
         quantized, codes, commitment = self.quantizer(latents[None])
         return quantized[0], codes[0], commitment.sum()
 
     def forward(self, csts, mask) -> dict[str, torch.Tensor]:
         """Losses and codes of a batch: csts [B, N, n_features], mask [B, N] -> {"reconstruction",
         "commitment", "total", "codes" [M]}."""
-        quantized, codes, commitment = self._quantize(csts, mask)
-        hidden = self.from_code(quantized)
-        x = hidden.new_zeros(*mask.shape, hidden.shape[-1])
-        x[mask] = hidden
-        reconstruction = F.mse_loss(self.out(self.decoder(x, mask))[mask], csts[mask])
+        x, packing = pack(csts, mask)
+        quantized, codes, commitment = self._quantize(x, packing)
+        reconstruction = F.mse_loss(self.out(self.decoder(self.from_code(quantized), packing)), x)
         return {
             "reconstruction": reconstruction,
             "commitment": commitment,
@@ -84,7 +83,7 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def tokenize(self, csts, mask) -> torch.Tensor:
         """Codebook index of every constituent [B, N] given its whole jet (0 at padding)."""
-        _, codes, _ = self._quantize(csts, mask)
+        _, codes, _ = self._quantize(*pack(csts, mask))
         tokens = torch.zeros(mask.shape, dtype=torch.long, device=mask.device)
         tokens[mask] = codes.long()
         return tokens
