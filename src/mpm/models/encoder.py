@@ -55,10 +55,16 @@ class JetEncoder(nn.Module):
         )
         return self.transformer(tokens, packing), packing, at
 
+    def encode_constituents(self, csts, ids, selected) -> tuple[torch.Tensor, Packing,
+                                                                torch.Tensor]:  # fmt: skip
+        """`encode` of the `selected` [B, N] constituents of padded jets csts [B, N, 7],
+        ids [B, N] (each jet's in row order)."""
+        return self.encode(self.embed(csts[selected], ids[selected]), selected.sum(1))
+
     def forward(self, csts, ids, mask) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded [B, N, 7], [B, N], [B, N] -> (outputs [B, R + N, dim], mask [B, R + N]); the
         first R outputs are the registers, padding is zero."""
-        encoded, _, _ = self.encode(self.embed(csts[mask], ids[mask]), mask.sum(1))
+        encoded, _, _ = self.encode_constituents(csts, ids, mask)
         full_mask = torch.cat([mask.new_ones(len(mask), self.n_registers), mask], dim=1)
         # the packed order (per jet: registers, then constituents in row order) is the row
         # order of full_mask

@@ -39,10 +39,7 @@ class MaskedAutoencoder(nn.Module):
         `mask` [B, N] marks real constituents (pT-descending), `dropped` [B, N] the ones to
         reconstruct; only `mask & ~dropped` reach the encoder.
         """
-        visible = mask & ~dropped
-        encoded, packing, _ = self.encoder.encode(
-            self.encoder.embed(csts[visible], ids[visible]), visible.sum(1)
-        )
+        encoded, packing, _ = self.encoder.encode_constituents(csts, ids, mask & ~dropped)
         # the k-th dropped constituent of a jet (in row order) gets mask token k; index_select,
         # not advanced indexing: its backward adds the repeated rows in a fixed order (CPU
         # index_put accumulates with atomics across threads, so its float sums vary by run)

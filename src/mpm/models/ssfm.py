@@ -93,10 +93,7 @@ class SetToSetFlowMatching(nn.Module):
     def context(self, csts, ids, mask, dropped) -> tuple[torch.Tensor, Packing]:
         """Encoder outputs of the surviving constituents (and registers) at decoder width,
         packed."""
-        visible = mask & ~dropped
-        encoded, packing, _ = self.encoder.encode(
-            self.encoder.embed(csts[visible], ids[visible]), visible.sum(1)
-        )
+        encoded, packing, _ = self.encoder.encode_constituents(csts, ids, mask & ~dropped)
         return self.to_decoder(encoded), packing
 
     def decode(self, x_t, packing: Packing, t, context, context_packing: Packing):
