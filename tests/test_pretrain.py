@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pandas as pd
 import pytest
 import torch
@@ -20,7 +21,7 @@ from mpm.models.backbone import load_backbone, save_backbone
 from mpm.models.encoder import JetEncoder
 from mpm.training.fit import prepare_run_dir, run_fingerprint
 from mpm.training.run import pretrain
-from mpm.training.schedule import warmup_exponential
+from mpm.training.schedule import PaperOptimizer, adamw_warmup_exponential, warmup_exponential
 from mpm.training.vqvae import train_vqvae
 
 
@@ -30,6 +31,38 @@ def test_schedule_warms_up_then_halves_every_half_life():
     assert warmup_exponential(10, 10, 100) == pytest.approx(1.0)
     assert warmup_exponential(110, 10, 100) == pytest.approx(0.5)
     assert warmup_exponential(210, 10, 100) == pytest.approx(0.25)
+
+
+class _FusedToyModule(PaperOptimizer, L.LightningModule):
+    """A linear fit with the fused AdamW of the CUDA path (fused AdamW runs on CPU too)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.grad_norms = []
+
+    def training_step(self, batch, batch_idx):
+        return (self.layer(batch[0]) - 100.0).pow(2).mean()  # far from the target: big grads
+
+    def configure_optimizers(self):
+        cfg = {"lr": 1e-3, "warmup_steps": 1, "half_life_steps": 10}
+        out = adamw_warmup_exponential(self.parameters(), cfg, 0.0, fused=True)
+        out["optimizer"].register_step_post_hook(lambda *_: self.grad_norms.append(
+            torch.nn.utils.get_total_norm([p.grad for p in self.parameters()]).item()))
+        return out
+
+
+def test_fused_adamw_under_bf16_mixed_precision_clips_its_gradients(tmp_path):
+    # Lightning's mixed-precision plugin raises for gradient clipping with a fused optimizer
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(32, 4)),
+                                       batch_size=8)  # fmt: skip
+    module = _FusedToyModule()
+    trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=3,
+                        gradient_clip_val=0.5, default_root_dir=tmp_path, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False)  # fmt: skip
+    trainer.fit(module, data)
+    assert trainer.optimizers[0].defaults["fused"]
+    assert len(module.grad_norms) == 3 and max(module.grad_norms) <= 0.5 + 1e-4
 
 
 def test_backbone_round_trip_and_errors(tmp_path):

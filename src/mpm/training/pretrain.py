@@ -18,7 +18,7 @@ from mpm.tasks.generative import ConditionalFlow, FlowMatching
 from mpm.tasks.reconstruction import ParticleID, Regression, TokenClassification
 from mpm.tokenizers.kmeans import KMeansTokenizer, load_centroids
 from mpm.tokenizers.vqvae import VQVAETokenizer, load_vqvae
-from mpm.training.schedule import adamw_warmup_exponential
+from mpm.training.schedule import PaperOptimizer
 
 # Backbones of the paper: each pairs one continuous-feature task with the ID task. Token
 # tasks need a fitted tokenizer (`tokenizer` path).
@@ -93,7 +93,7 @@ def build_ssfm(model_cfg: dict, cfg: dict) -> SetToSetFlowMatching:
     )  # fmt: skip
 
 
-class PretrainModule(L.LightningModule):
+class PretrainModule(PaperOptimizer, L.LightningModule):
     """One backbone's pre-training. MPMv2 backbones drop `mask_rate` of each jet; SSFM keeps a
     fraction of each jet drawn from U(kept_fraction_min, kept_fraction_max) in training (the
     paper's D_f = M/N; 0 makes the decoder a whole-jet generator) and drops `mask_rate` in
@@ -181,7 +181,7 @@ class PretrainModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [*self.model.parameters(), *self.tasks.parameters()]
-        return adamw_warmup_exponential(params, self.cfg, self.cfg["weight_decay"])
+        return self.paper_optimizer(params, self.cfg, self.cfg["weight_decay"])
 
 def validate_params(params: dict) -> None:
     """One-line InputError for the first invalid setting of the params this module reads."""

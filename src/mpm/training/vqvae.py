@@ -12,7 +12,7 @@ from mpm.atomic import atomic_file
 from mpm.models.encoder import feature_index
 from mpm.tokenizers.vqvae import VQVAE, save_vqvae
 from mpm.training.fit import fit, is_rank_zero
-from mpm.training.schedule import adamw_warmup_exponential
+from mpm.training.schedule import PaperOptimizer
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def model_config(cfg: dict, features: str) -> dict:
     return {**{k: cfg[k] for k in MODEL_KEYS}, "n_features": len(feature_index(features))}
 
 
-class VQVAEModule(L.LightningModule):
+class VQVAEModule(PaperOptimizer, L.LightningModule):
     """Trains on the feature set `features` (`model.encoder.features`): the one the
     pre-trained model reconstructs."""
 
@@ -71,7 +71,7 @@ class VQVAEModule(L.LightningModule):
             self.log(f"val/{name}", value)
 
     def configure_optimizers(self):
-        return adamw_warmup_exponential(self.vqvae.parameters(), self.cfg, WEIGHT_DECAY)
+        return self.paper_optimizer(self.vqvae.parameters(), self.cfg, WEIGHT_DECAY)
 
 
 def train_vqvae(
