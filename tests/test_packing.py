@@ -13,8 +13,15 @@ from mpm.models.encoder import JetEncoder
 from mpm.models.layers import Transformer, cross_attention, self_attention
 from mpm.models.mae import MaskedAutoencoder
 from mpm.models.masking import choose_dropped
-from mpm.models.packing import concat_jets, pack, packing_of, rank_in_jet, unpack
+from mpm.models.packing import (concat_jets, pack, packing_of, padded_groups, rank_in_jet,
+                                unpack)  # fmt: skip
 from mpm.models.ssfm import SetToSetFlowMatching
+
+
+@pytest.fixture(autouse=True)
+def _groups_of_several_jets(monkeypatch):
+    # the batches here have a handful of jets: two groups make each hold jets of other lengths
+    monkeypatch.setattr(layers, "ATTENTION_GROUPS", 2)
 
 
 def test_packing_of_places_every_token():
@@ -43,6 +50,20 @@ def test_concat_jets_is_a_per_jet_concatenation():
     assert torch.equal(tokens[at_a], a) and torch.equal(tokens[at_b], b)
 
 
+def test_padded_groups_sort_jets_by_length_and_pad_each_group_to_its_longest():
+    lengths = torch.tensor([5, 1, 9, 2, 8, 0])
+    p = packing_of(lengths)
+    groups = padded_groups(p, p, 3)
+    # sorted by length: (0, 1), (2, 5), (8, 9)
+    assert groups.sizes == [(2, 1, 1), (2, 5, 5), (2, 9, 9)]
+    assert [m.sum(1).tolist() for m in groups.key_masks] == [[0, 1], [2, 5], [8, 9]]
+    # every token has its own place, inside its group's stretch of the flat buffer
+    assert len(set(groups.q_slot.tolist())) == p.n_tokens and int(groups.q_slot.max()) < 2 + 10 + 18
+    # one group: every jet in order, padded to the longest (the plain padded layout)
+    one = padded_groups(p, p, 1)
+    assert one.sizes == [(6, 9, 9)] and torch.equal(one.q_slot, p.slot)
+
+
 def _lengths():
     return torch.tensor([1, 7, 3, 1, 12, 5])
 
@@ -69,9 +90,11 @@ def _varlen_stand_in(calls):
     return varlen
 
 
-@pytest.mark.parametrize("path", ["padded", "varlen"])
+@pytest.mark.parametrize("path", ["groups", "padded", "varlen"])
 def test_block_diagonal_attention_equals_each_jet_alone(path, monkeypatch):
     calls = []
+    if path == "padded":  # one jet per row, padded to the longest
+        monkeypatch.setattr(layers, "_attention", {"layout": "padded"})
     if path == "varlen":  # the CUDA branch, its arguments checked on the CPU
         monkeypatch.setattr(layers, "_varlen_kernel", lambda x: True)
         monkeypatch.setattr(layers, "varlen_attn", _varlen_stand_in(calls))

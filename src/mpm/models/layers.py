@@ -9,11 +9,13 @@ FlexAttention has no CPU backward) the tokens are laid out padded for SDPA insid
 attention only. No positional encoding anywhere: every block is permutation equivariant.
 """
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mpm.models.packing import Packing, unpack
+from mpm.models.packing import Packing, PaddedGroups, padded_groups
 
 try:  # the CUDA variable-length attention kernel (PyTorch >= 2.9)
     from torch.nn.attention.varlen import varlen_attn
@@ -21,6 +23,24 @@ except ImportError:
     varlen_attn = None
 
 LAYER_SCALE_INIT = 1e-3
+# Groups of jets of similar length for SDPA on padded batches (CPU; bench/bench_pretrain.py)
+ATTENTION_GROUPS = 8
+ATTENTION_LAYOUTS = ("packed", "padded")
+_attention = {"layout": "packed"}
+
+
+@contextmanager
+def attention_layout(layout: str):
+    """Within: attention on `packed` jets (the default: the varlen kernel where it runs, else
+    several jets per dense row) or `padded` (one jet per row, padded to the longest: SDPA as
+    it runs without packing, for benchmarks)."""
+    if layout not in ATTENTION_LAYOUTS:
+        raise ValueError(f"attention layout '{layout}' is not one of {list(ATTENTION_LAYOUTS)}")
+    before, _attention["layout"] = _attention["layout"], layout
+    try:
+        yield
+    finally:
+        _attention["layout"] = before
 
 
 class SwiGLU(nn.Module):
@@ -44,44 +64,67 @@ class LayerScale(nn.Module):
         super().__init__()
         self.gamma = nn.Parameter(torch.full((dim,), init))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
+    def forward(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """residual + gamma * x, in one pass."""
+        return torch.addcmul(residual, x, self.gamma)
 
 
 def _varlen_kernel(x: torch.Tensor) -> bool:
     """The variable-length flash kernel runs on CUDA in half precision (bf16 autocast)."""
-    return varlen_attn is not None and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)
+    return (_attention["layout"] == "packed" and varlen_attn is not None and x.is_cuda
+            and x.dtype in (torch.bfloat16, torch.float16))  # fmt: skip
 
 
-def _padded_sdpa(q, k, v, q_packing: Packing, kv_packing: Packing) -> torch.Tensor:
-    """SDPA of padded q [B, H, Nq, Dh] over k, v [B, H, Nk, Dh] -> packed [Tq, H, Dh]."""
-    # a jet without keys has no queries either; letting it see its padding avoids NaNs
-    key_mask = kv_packing.padding_mask() | (kv_packing.lengths == 0)[:, None]
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
-    b, h, n, d = y.shape
-    return y.transpose(1, 2).reshape(b * n, h, d).index_select(0, q_packing.slot)
+def _groups() -> int:
+    return ATTENTION_GROUPS if _attention["layout"] == "packed" else 1
+
+
+def _grids(x: torch.Tensor, slot: torch.Tensor, shapes: list) -> list:
+    """Packed x [T, H, Dh] -> per group of `shapes` (jets, length) [jets, H, length, Dh], zero
+    at padding. (q, k and v each get their own buffer: the CPU kernel is slower on strided
+    views into a joint one.)"""
+    sizes = [n * length for n, length in shapes]
+    flat = x.new_zeros(sum(sizes), *x.shape[1:]).index_copy(0, slot, x)
+    # one split, not slices: its backward is one concatenation, not a zero buffer per group
+    return [part.view(n, length, *x.shape[1:]).transpose(1, 2)
+            for part, (n, length) in zip(flat.split(sizes), shapes)]  # fmt: skip
+
+
+def _grouped_sdpa(q, k, v, groups: PaddedGroups) -> torch.Tensor:
+    """SDPA of packed q [Tq, H, Dh] over packed k, v [Tk, H, Dh], group by group of `groups`
+    -> packed [Tq, H, Dh]."""
+    q_shapes = [(n, n_q) for n, n_q, _ in groups.sizes]
+    k_shapes = [(n, n_k) for n, _, n_k in groups.sizes]
+    outputs = []
+    for q_grid, k_grid, v_grid, key_mask in zip(
+        _grids(q, groups.q_slot, q_shapes), _grids(k, groups.k_slot, k_shapes),
+        _grids(v, groups.k_slot, k_shapes), groups.key_masks,
+    ):  # fmt: skip
+        # a jet without keys has no queries either; letting it see its padding avoids NaNs
+        mask = (key_mask | ~key_mask.any(1, keepdim=True))[:, None, None, :]
+        y = F.scaled_dot_product_attention(q_grid, k_grid, v_grid, attn_mask=mask)
+        outputs.append(y.transpose(1, 2).flatten(0, 1))
+    return torch.cat(outputs).index_select(0, groups.q_slot)
 
 
 def self_attention(qkv: torch.Tensor, packing: Packing) -> torch.Tensor:
     """Block-diagonal self-attention of packed qkv [T, 3, H, Dh] -> [T, H, Dh]: each jet's
     elements attend to their own jet only."""
+    q, k, v = qkv.unbind(1)
     if _varlen_kernel(qkv):
-        q, k, v = qkv.unbind(1)
         n = packing.max_len
         return varlen_attn(q, k, v, packing.offsets, packing.offsets, n, n)
-    q, k, v = unpack(qkv, packing).permute(2, 0, 3, 1, 4)
-    return _padded_sdpa(q, k, v, packing, packing)
+    return _grouped_sdpa(q, k, v, padded_groups(packing, packing, _groups()))
 
 
 def cross_attention(q, kv, q_packing: Packing, kv_packing: Packing) -> torch.Tensor:
     """Packed queries q [Tq, H, Dh] of each jet over that jet's packed keys and values
     kv [Tk, 2, H, Dh] -> [Tq, H, Dh]."""
+    k, v = kv.unbind(1)
     if _varlen_kernel(q):
-        k, v = kv.unbind(1)
         return varlen_attn(q, k, v, q_packing.offsets, kv_packing.offsets, q_packing.max_len,
                            kv_packing.max_len)  # fmt: skip
-    k, v = unpack(kv, kv_packing).permute(2, 0, 3, 1, 4)
-    return _padded_sdpa(unpack(q, q_packing).transpose(1, 2), k, v, q_packing, kv_packing)
+    return _grouped_sdpa(q, k, v, padded_groups(q_packing, kv_packing, _groups()))
 
 
 class Attention(nn.Module):
@@ -128,8 +171,8 @@ class TransformerLayer(nn.Module):
         self.scale_ff = LayerScale(dim, layer_scale_init)
 
     def forward(self, tokens: torch.Tensor, packing: Packing) -> torch.Tensor:
-        tokens = tokens + self.scale_attn(self.attn(self.norm_attn(tokens), packing))
-        return tokens + self.scale_ff(self.ff(self.norm_ff(tokens)))
+        tokens = self.scale_attn(tokens, self.attn(self.norm_attn(tokens), packing))
+        return self.scale_ff(tokens, self.ff(self.norm_ff(tokens)))
 
 
 class NormFormerLayer(nn.Module):

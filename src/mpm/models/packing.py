@@ -45,6 +45,55 @@ def packing_of(lengths: torch.Tensor) -> Packing:
     return Packing(lengths, offsets, max_len, jet, jet * max_len + rank)
 
 
+class PaddedGroups(NamedTuple):
+    """Packed queries and keys laid out for an attention kernel that wants padded batches:
+    the jets in groups of similar length, each group padded to its own longest jet, all
+    groups one after the other in a flat buffer."""
+
+    q_slot: torch.Tensor  # [Tq] each query's place in the flat query buffer
+    k_slot: torch.Tensor  # [Tk] each key's place in the flat key buffer
+    sizes: list  # per group: (jets, query length, key length)
+    key_masks: list  # per group: [jets, key length], True at real keys
+
+
+def padded_groups(q: Packing, k: Packing, n_groups: int) -> PaddedGroups:
+    """Jets sorted by length (queries plus keys) and cut into `n_groups` groups of as many jets
+    (1: all jets in order, padded to the longest: the plain padded layout). On a CPU the
+    attention kernels' cost follows the padded area (every masked pair still costs its
+    exponential), which sorting cuts to near the jets' own sum of squared lengths."""
+    device, b = q.lengths.device, q.n_jets
+    n_groups = max(1, min(n_groups, b))
+    order = torch.argsort(q.lengths + k.lengths, stable=True) if n_groups > 1 else None
+    position = torch.arange(b, device=device)
+    if order is not None:
+        position = torch.empty_like(position).index_copy_(0, order, position)
+    group = position * n_groups // max(b, 1)  # each jet's group
+    counts = torch.bincount(group, minlength=n_groups)
+    first = torch.cumsum(counts, 0) - counts  # sorted position of each group's first jet
+    row = position - first[group]  # each jet's row in its group
+
+    def longest(lengths):
+        return torch.zeros(n_groups, dtype=lengths.dtype, device=device).scatter_reduce(
+            0, group, lengths, "amax")
+
+    q_len, k_len = longest(q.lengths), longest(k.lengths)
+
+    def slots(p: Packing, length: torch.Tensor) -> torch.Tensor:
+        base = torch.cumsum(counts * length, 0) - counts * length  # each group's start
+        start = base[group] + row * length[group]  # each jet's start in the flat buffer
+        rank = torch.arange(p.n_tokens, device=device) - p.offsets[:-1].long()[p.jet]
+        return start[p.jet] + rank
+
+    sizes = list(zip(counts.tolist(), q_len.tolist(), k_len.tolist()))
+    jets = torch.arange(b, device=device) if order is None else order
+    key_masks, at = [], 0
+    for n, _, n_k in sizes:
+        lengths = k.lengths[jets[at:at + n]]
+        key_masks.append(torch.arange(n_k, device=device)[None] < lengths[:, None])
+        at += n
+    return PaddedGroups(slots(q, q_len), slots(k, k_len), sizes, key_masks)
+
+
 def pack(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Packing]:
     """Padded x [B, N, ...] with mask [B, N] -> (tokens [T, ...] in row order, packing)."""
     return x[mask], packing_of(mask.sum(1))
