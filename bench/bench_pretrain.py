@@ -11,16 +11,19 @@ and the loader by wall clock) in results/bench/profile_<profile>.json. --peer in
 our MAE step against a plain nn.TransformerEncoder (norm_first, key-padding mask, linear
 head, no decoder) of the same width, depth and heads over the same padded batches,
 interleaved in one process; --baseline REV adds the MAE step of a git revision's code, timed
-in the same interleaved rounds (results/bench/peer_<profile>.json).
+in the same interleaved rounds (results/bench/peer_<profile>.json). --loader measures the
+loader's jets/s at batch 1000 against the step's (results/bench/loader_<profile>.json).
 
     python bench/bench_pretrain.py [--steps 5] [--batch-size 256] [--mask-rate 0.4] [--compile]
     python bench/bench_pretrain.py --profile [--params profiles/paper.yaml --batch-size 32]
     python bench/bench_pretrain.py --peer [--baseline 4f9aa31]
+    python bench/bench_pretrain.py --loader
 """
 
 import argparse
 import itertools
 import json
+import math
 import os
 import platform
 import resource
@@ -250,6 +253,44 @@ def _peer(args) -> dict:
     return out
 
 
+def _loader(args) -> dict:
+    """Loader jets/s at batch 1000 (0, 1 and 2 workers, the second pass over the training file,
+    after the workers' start) against the jets/s our MAE step consumes at --batch-size; the
+    workers a GPU step needs at the paper's bar and goal (and at the measured GPU rate, when
+    results/bench/gpu_check.json holds one) if each worker keeps its share of the 2-worker
+    rate."""
+    from mpm.data.loader import JetDataset, make_loader
+
+    out = {}
+    for workers in (0, 1, 2):
+        dataset = JetDataset(
+            REPO / "data/processed/jetclass/train.h5", REPO / "data/preprocessor/quantile.joblib",
+            batch_size=1000, seed=0, drop_last=True,
+        )  # fmt: skip
+        loader = make_loader(dataset, workers)
+        for _ in range(2):  # the first pass starts the workers
+            tic = time.perf_counter()
+            jets = sum(len(batch["labels"]) for batch in loader)
+            rate = jets / (time.perf_counter() - tic)
+        out[f"loader jets/s, batch 1000, {workers} workers"] = round(rate)
+        del loader
+    step = _peer_step_ms(args)["ours"]
+    out["MAE step jets/s (batch %d)" % args.batch_size] = round(1000 * args.batch_size / step)
+    two = out["loader jets/s, batch 1000, 2 workers"]
+    out["loader (2 workers) over the step"] = round(two * step / (1000 * args.batch_size), 1)
+    per_worker = two / 2
+    targets = {"bar 12k jets/s": 12_000, "goal 30k jets/s": 30_000}
+    gpu = REPO / "results/bench/gpu_check.json"
+    if gpu.exists():
+        rates = json.loads(gpu.read_text()).get("steps", {})
+        best = max((r["jets_per_s"] for r in rates.values() if "jets_per_s" in r), default=None)
+        if best:
+            targets[f"measured GPU step {best:.0f} jets/s"] = best
+    for name, rate in targets.items():
+        out[f"workers a GPU step needs at the {name}"] = math.ceil(rate / per_worker)
+    return out
+
+
 def _record(kind: str, args, results: dict) -> None:
     profile_name = Path(args.params).stem.replace("params", "default")
     results = {
@@ -273,6 +314,8 @@ def main() -> None:
     parser.add_argument("--peer", action="store_true",
                         help="our MAE step vs a plain nn.TransformerEncoder")  # fmt: skip
     parser.add_argument("--baseline", help="with --peer: also time this git revision's code")
+    parser.add_argument("--loader", action="store_true",
+                        help="loader jets/s at batch 1000 vs the step's")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3, help="with --peer: interleaved rounds")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: one measurement
     parser.add_argument("--peer-worker", action="store_true", help=argparse.SUPPRESS)
@@ -289,6 +332,9 @@ def main() -> None:
         return
     if args.peer:
         _record("peer", args, _peer(args))
+        return
+    if args.loader:
+        _record("loader", args, _loader(args))
         return
     results = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",

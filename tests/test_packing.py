@@ -13,8 +13,7 @@ from mpm.models.encoder import JetEncoder
 from mpm.models.layers import Transformer, cross_attention, self_attention
 from mpm.models.mae import MaskedAutoencoder
 from mpm.models.masking import choose_dropped
-from mpm.models.packing import (concat_jets, pack, packing_of, padded_groups, rank_in_jet,
-                                unpack)  # fmt: skip
+from mpm.models.packing import concat_jets, pack, packing_of, padded_groups, rank_in_jet, unpack
 from mpm.models.ssfm import SetToSetFlowMatching
 
 
