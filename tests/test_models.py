@@ -188,19 +188,24 @@ def test_kmeans_tokenizer_picks_the_nearest_centroid():
     assert torch.equal(KMeansTokenizer(centroids.numpy())(x), expected)
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bench/gpu_check.py)")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("tokenizer", ["kmeans", "vqvae"])
-def test_token_targets_are_computed_in_fp32_under_bf16_autocast(tokenizer):
+def test_token_targets_are_computed_in_fp32_under_bf16_autocast(tokenizer, device):
     # Many close centroids, as at K=16384: bf16 matmuls pick another centroid for some points.
     torch.manual_seed(0)
     if tokenizer == "kmeans":
         task = TokenClassification(16, KMeansTokenizer(torch.randn(2048, 7).numpy()), 2048)
     else:
         task = TokenClassification(16, VQVAETokenizer(_vqvae(codebook_size=256)), 256)
-    csts, ids, mask = _batch(b=64, n=30)
+    task = task.to(device)
+    csts, ids, mask = (t.to(device) for t in _batch(b=64, n=30))
     batch = {"csts": csts, "csts_id": ids, "mask": mask}
     dropped = mask.clone()
     expected = task.targets(batch, dropped)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(device, dtype=torch.bfloat16):
         assert torch.equal(task.targets(batch, dropped), expected)
 
 

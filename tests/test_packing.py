@@ -117,6 +117,21 @@ def test_block_diagonal_attention_equals_each_jet_alone(path, monkeypatch):
         assert calls == [(12, 12), (4, 12)]
 
 
+@pytest.mark.skipif(not (torch.cuda.is_available() and layers.varlen_attn is not None),
+                    reason="the varlen kernel needs CUDA (bench/gpu_check.py)")  # fmt: skip
+def test_the_cuda_varlen_kernel_in_bf16_equals_each_jet_alone_in_fp32():
+    torch.manual_seed(0)
+    lengths = torch.tensor([1, 70, 3, 128, 12, 0, 5])
+    packing = packing_of(lengths.cuda())
+    qkv = torch.randn(packing.n_tokens, 3, 8, 64, device="cuda")
+    expected = _per_jet_attention(*qkv.unbind(1), packing, packing)
+    half = qkv.bfloat16().requires_grad_()
+    out = self_attention(half, packing)
+    torch.testing.assert_close(out.float(), expected, atol=2e-2, rtol=2e-2)
+    out.float().sum().backward()
+    assert torch.isfinite(half.grad).all()
+
+
 def _jets(lengths, seed=0):
     g = torch.Generator().manual_seed(seed)
     n = int(lengths.max())
