@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "bench"
 # Reference rates for the cost table, not measured here: the authors' budget (4 days on one
 # GPU for 1M steps of 1000 jets) and this project's H100 target (README "Scale").
+# The code before packed jets, timed in the same rounds as today's (bench_pretrain --peer)
+PEER_BASELINE = "4f9aa31"
 REFERENCE_RATES = {"authors' 4-day budget (implied)": 1e9 / (4 * 86400),
                    "our H100 target": 12_000.0}  # fmt: skip
 
@@ -40,6 +42,9 @@ def run_components(e2e: list[str]) -> None:
     _bench("bench_pretrain.py")
     _bench("bench_pretrain.py", "--params", "profiles/paper.yaml", "--batch-size", "32",
            "--steps", "2", "--out", str(RESULTS / "pretrain_paper.json"))  # fmt: skip
+    _bench("bench_pretrain.py", "--peer", "--baseline", PEER_BASELINE)
+    _bench("bench_pretrain.py", "--profile")
+    _bench("bench_pretrain.py", "--loader")
     _bench("bench_kmeans.py")
     _bench("bench_dvc.py")
     for profile in e2e:
@@ -129,6 +134,24 @@ def summary() -> str:
             row(f"BERT-style / MAE, {label}: step time, forward time, peak memory",
                 f"{bench['bert_over_mae_step_time']}x, {bench['bert_over_mae_forward_time']}x, "
                 f"{1 / bench['mae_over_bert_peak_memory']:.2f}x", bench)  # fmt: skip
+    if peer := _load("peer_default"):
+        base = next((k.split(":")[0] for k in peer if k.startswith("baseline ")), None)
+        than_base = f"; {peer['ours over baseline, jets/s']}x the jets/s of {base}" if base else ""
+        row(f"MAE step, default model, batch {peer['batch_size']}, against a plain "
+            "nn.TransformerEncoder (same process)", f"{peer['ours: MAE step ms']:.0f} ms vs "
+            f"{peer['ours: peer step ms']:.0f} ms: {peer['peer over ours (same process)']}x the "
+            f"peer's jets/s{than_base}", peer)  # fmt: skip
+    if prof := _load("profile_default"):
+        shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(prof["shares"].items())[:5])
+        row("where the default-model CPU step's time goes", shares, prof)
+    if loader := _load("loader_default"):
+        rates = " / ".join(f"{v / 1000:.1f}k" for k, v in loader.items()
+                           if k.startswith("loader jets/s"))  # fmt: skip
+        row("loader, batch 1000, default training file, 0 / 1 / 2 workers", f"{rates} jets/s, "
+            f"{loader['loader (2 workers) over the step']}x the default MAE step", loader)
+    if gpu := _load("gpu_check"):
+        row(f"paper-size step at batch {gpu['batch_size']} on {gpu['device']}, best variant",
+            f"{gpu['best']['variant']}: {gpu['best']['jets_per_s']:,.0f} jets/s", gpu)
     if km := _load("kmeans"):
         for fit in km["fits"]:
             row(f"k-means fit ({fit['backend']}), k={fit['k']}, {km['n_points']:,} points x "
