@@ -1,6 +1,6 @@
 """bench/gpu_check.py, the one-command GPU check, run on the CPU at toy size (--smoke): every
-line it runs on a GPU runs here too, with the CPU's stand-ins (faiss for torchpq, the aot_eager
-compile backend for inductor, padded-group attention for the varlen kernel)."""
+line it runs on a GPU runs here too, with the CPU's stand-ins (faiss for torchpq, the eager
+compile backend (dynamo alone) for inductor, padded-group attention for the varlen kernel)."""
 
 import json
 import subprocess
@@ -19,11 +19,11 @@ def test_the_gpu_check_runs_every_step_variant_and_counts_recompiles(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     results = json.loads(out.read_text())
     assert results["kmeans"]["k"] == 8 and results["kmeans"]["centroids_finite"]
-    steps = results["steps"]
-    assert len(steps) == 8
-    timed = {name: step for name, step in steps.items() if "jets_per_s" in step}
-    assert set(timed) == {f"{v}, {lay}, eager" for v in ("mae", "bert")
-                          for lay in ("packed", "padded")} | {"mae, packed, compiled"}  # fmt: skip
+    timed = {name: step for name, step in results["steps"].items() if "jets_per_s" in step}
+    # every eager variant; of the compiled ones (slow to compile on a CPU) the packed MAE
+    assert set(results["steps"]) == set(timed) == {
+        f"{v}, {lay}, eager" for v in ("mae", "bert") for lay in ("packed", "padded")
+    } | {"mae, packed, compiled"}
     for step in timed.values():
         assert step["jets_per_s"] > 0 and step["matmul_gflop_per_step"] > 0
     # the encoder sees every constituent in the BERT-style pass, only the kept ones in the MAE's
