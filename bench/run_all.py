@@ -149,7 +149,7 @@ def summary() -> str:
                            if k.startswith("loader jets/s"))  # fmt: skip
         row("loader, batch 1000, default training file, 0 / 1 / 2 workers", f"{rates} jets/s, "
             f"{loader['loader (2 workers) over the step']}x the default MAE step", loader)
-    if gpu := _load("gpu_check"):
+    if (gpu := _load("gpu_check")) and "best" in gpu:
         row(f"paper-size step at batch {gpu['batch_size']} on {gpu['device']}, best variant",
             f"{gpu['best']['variant']}: {gpu['best']['jets_per_s']:,.0f} jets/s", gpu)
     if km := _load("kmeans"):
