@@ -102,14 +102,15 @@ def _matmul_flops(step) -> int:
 def time_step(params, variant, layout, compiled, args, device) -> dict:
     """Warm-up steps (compiling, if asked), then timed ones, each on a batch of its own shape."""
     from mpm.models.layers import attention_layout
-    from mpm.training.schedule import adamw_warmup_exponential
+    from mpm.training.schedule import adamw_warmup_exponential, fused_adamw
 
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     module = _module(params, variant, device)
-    fused = device.type == "cuda"  # as PretrainModule.paper_optimizer chooses under bf16
+    parameters = list(module.parameters())
+    fused = fused_adamw(parameters, "bf16-mixed" if device.type == "cuda" else "32-true")
     cfg = params["pretrain"]
-    optimizer = adamw_warmup_exponential(module.parameters(), cfg, cfg["weight_decay"], fused)
+    optimizer = adamw_warmup_exponential(parameters, cfg, cfg["weight_decay"], fused)
     optimizer = optimizer["optimizer"]
     n_max = params["convert"]["jetclass"]["max_constituents"]
     batches = [synthetic_batch(args.batch_size, n_max, generator, device)

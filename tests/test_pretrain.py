@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pandas as pd
@@ -21,7 +22,12 @@ from mpm.models.backbone import load_backbone, save_backbone
 from mpm.models.encoder import JetEncoder
 from mpm.training.fit import prepare_run_dir, run_fingerprint
 from mpm.training.run import pretrain
-from mpm.training.schedule import PaperOptimizer, adamw_warmup_exponential, warmup_exponential
+from mpm.training.schedule import (
+    PaperOptimizer,
+    adamw_warmup_exponential,
+    fused_adamw,
+    warmup_exponential,
+)
 from mpm.training.vqvae import train_vqvae
 
 
@@ -50,6 +56,13 @@ class _FusedToyModule(PaperOptimizer, L.LightningModule):
         out["optimizer"].register_step_post_hook(lambda *_: self.grad_norms.append(
             torch.nn.utils.get_total_norm([p.grad for p in self.parameters()]).item()))
         return out
+
+
+def test_fused_adamw_only_on_cuda_and_without_the_fp16_scaler():
+    on_cuda, on_cpu = SimpleNamespace(is_cuda=True), SimpleNamespace(is_cuda=False)
+    assert fused_adamw([on_cuda, on_cuda], "bf16-mixed") and fused_adamw([on_cuda], "32-true")
+    assert not fused_adamw([on_cuda], "16-mixed")  # Lightning unscales fp16 gradients first
+    assert not fused_adamw([on_cuda, on_cpu], "bf16-mixed") and not fused_adamw([], "32-true")
 
 
 def test_fused_adamw_under_bf16_mixed_precision_clips_its_gradients(tmp_path):

@@ -5,8 +5,9 @@ Everything works on packed jets (`mpm.models.packing`): tokens [T, D] of all jet
 so projections, norms and feed-forwards never see padding. Attention is block-diagonal over
 the jets: on CUDA in half precision the variable-length flash kernel (`varlen_attn`) runs
 on the packed tokens directly; elsewhere (CPU, fp32: no variable-length kernel exists, and
-FlexAttention has no CPU backward) the tokens are laid out padded for SDPA inside the
-attention only. No positional encoding anywhere: every block is permutation equivariant.
+FlexAttention has no CPU backward) the tokens are laid out for SDPA inside the attention
+only, in groups of jets of similar length, each group padded to its own longest jet. No
+positional encoding anywhere: every block is permutation equivariant.
 """
 
 from contextlib import contextmanager
@@ -32,8 +33,8 @@ _attention = {"layout": "packed"}
 @contextmanager
 def attention_layout(layout: str):
     """Within: attention on `packed` jets (the default: the varlen kernel where it runs, else
-    several jets per dense row) or `padded` (one jet per row, padded to the longest: SDPA as
-    it runs without packing, for benchmarks)."""
+    padded groups of jets of similar length) or `padded` (one jet per row, padded to the
+    longest: SDPA as it runs without packing, for benchmarks)."""
     if layout not in ATTENTION_LAYOUTS:
         raise ValueError(f"attention layout '{layout}' is not one of {list(ATTENTION_LAYOUTS)}")
     before, _attention["layout"] = _attention["layout"], layout

@@ -63,10 +63,9 @@ def padded_groups(q: Packing, k: Packing, n_groups: int) -> PaddedGroups:
     exponential), which sorting cuts to near the jets' own sum of squared lengths."""
     device, b = q.lengths.device, q.n_jets
     n_groups = max(1, min(n_groups, b))
-    order = torch.argsort(q.lengths + k.lengths, stable=True) if n_groups > 1 else None
-    position = torch.arange(b, device=device)
-    if order is not None:
-        position = torch.empty_like(position).index_copy_(0, order, position)
+    jets = torch.arange(b, device=device)
+    order = torch.argsort(q.lengths + k.lengths, stable=True) if n_groups > 1 else jets
+    position = torch.empty_like(jets).index_copy_(0, order, jets)  # each jet's sorted place
     group = position * n_groups // max(b, 1)  # each jet's group
     counts = torch.bincount(group, minlength=n_groups)
     first = torch.cumsum(counts, 0) - counts  # sorted position of each group's first jet
@@ -85,10 +84,9 @@ def padded_groups(q: Packing, k: Packing, n_groups: int) -> PaddedGroups:
         return start[p.jet] + rank
 
     sizes = list(zip(counts.tolist(), q_len.tolist(), k_len.tolist()))
-    jets = torch.arange(b, device=device) if order is None else order
     key_masks, at = [], 0
     for n, _, n_k in sizes:
-        lengths = k.lengths[jets[at:at + n]]
+        lengths = k.lengths[order[at:at + n]]
         key_masks.append(torch.arange(n_k, device=device)[None] < lengths[:, None])
         at += n
     return PaddedGroups(slots(q, q_len), slots(k, k_len), sizes, key_masks)

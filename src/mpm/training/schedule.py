@@ -27,6 +27,13 @@ def adamw_warmup_exponential(parameters, cfg: dict, weight_decay: float,
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+def fused_adamw(parameters: list, precision: str) -> bool:
+    """Whether AdamW's fused kernel fits: every parameter on CUDA and no fp16 gradient scaler
+    (Lightning precision "16-mixed") to unscale the gradients first."""
+    scaled = str(precision) in ("16-mixed", "16")
+    return bool(parameters) and all(p.is_cuda for p in parameters) and not scaled
+
+
 class PaperOptimizer:
     """LightningModule mixin. `paper_optimizer` configures AdamW with the schedule above, fused
     when every parameter is on CUDA and no fp16 gradient scaler is in play. Gradients of a
@@ -36,8 +43,7 @@ class PaperOptimizer:
 
     def paper_optimizer(self, parameters, cfg: dict, weight_decay: float) -> dict:
         parameters = list(parameters)
-        scaled = str(self.trainer.precision) in ("16-mixed", "16")
-        fused = bool(parameters) and all(p.is_cuda for p in parameters) and not scaled
+        fused = fused_adamw(parameters, self.trainer.precision)
         return adamw_warmup_exponential(parameters, cfg, weight_decay, fused)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
