@@ -298,7 +298,7 @@ def _record(kind: str, args, results: dict) -> None:
         "params": args.params, "batch_size": args.batch_size, "steps": args.steps, **results,
     }  # fmt: skip
     print(json.dumps(results, indent=2))
-    out = REPO / "results/bench" / f"{kind}_{profile_name}.json"
+    out = Path(args.out or REPO / "results/bench" / f"{kind}_{profile_name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
 
@@ -319,7 +319,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="with --peer: interleaved rounds")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: one measurement
     parser.add_argument("--peer-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=str(REPO / "results/bench/pretrain.json"))
+    parser.add_argument("--out", help="default: results/bench/<pretrain|profile_*|peer_*|"
+                        "loader_*>.json")  # fmt: skip
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(_measure(args.variant, args)))
@@ -367,8 +368,9 @@ def main() -> None:
           f"{results['mae_over_bert_peak_memory']}x")  # fmt: skip
     if args.compile:
         print(f"eager / compiled MAE step time: {results['eager_over_compiled_step_time']}x")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    out = Path(args.out or REPO / "results/bench/pretrain.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
