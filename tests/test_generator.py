@@ -22,7 +22,7 @@ from mpm.data.generator.run import (
 )
 from mpm.data.generator.truth import decay_products, heavy_flavour
 from mpm.data.root_io import open_tree
-from mpm.data.sanity import btag_arrays, jetclass_arrays, summarise
+from mpm.data.sanity import btag_arrays, btag_raw_arrays, jetclass_arrays, summarise
 from mpm.errors import InputError
 
 SPLIT_FILES = {"train_100M": 0, "val_5M": 120, "test_20M": 100}
@@ -86,9 +86,9 @@ def test_generated_data_converts_with_labels_as_configured(generated, tmp_path):
     summary = convert_dataset(params, "btag", root, tmp_path / "btag")
     assert summary["test"]["n_jets"] == 3 * params["generate"]["btag"]["jets_per_flavour"]["test"]
     btag = btag_arrays(tmp_path / "btag/train.h5", 10_000)
-    jetclass = jetclass_arrays(tmp_path / "jetclass/train.h5", 10_000)
+    jetclass = jetclass_arrays(tmp_path / "jetclass/train.h5", 10_000, 0.8)
     assert np.bincount(jetclass["label"]).tolist() == [60] * 10
-    metrics = summarise(jetclass, btag)
+    metrics = summarise(jetclass, btag, btag_raw_arrays(root / "btag/train_small.root", 10_000))
     # Physics: lifetime-signed d0 significance has a far larger positive tail for b jets.
     tail = {k: v["d0_significance_tail"] for k, v in metrics["btag"].items()}
     assert tail["bottom"] > 3 * tail["light"] and tail["bottom"] > tail["charm"]

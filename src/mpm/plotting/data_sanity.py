@@ -1,5 +1,5 @@
 """The data sanity figure: JetClass jet mass and multiplicity per class, BTag lifetime-signed
-d0 significance and secondary-vertex count per flavour."""
+d0 significance and secondary-vertex count per flavour, with the sample checks written in."""
 
 import matplotlib.pyplot as plt
 import mplhep
@@ -27,8 +27,30 @@ def _resonance_lines(ax) -> None:
         )
 
 
-def draw(jetclass: dict, btag: dict, source: str) -> plt.Figure:
-    """The 2x2 sanity figure."""
+def _checks_text(summary: dict) -> tuple[str, str]:
+    """The `checks` of `summarise` (and the leptonic classes' lepton fractions), as the text
+    of the JetClass and the BTag panels."""
+    checks, classes = summary["checks"], summary["jetclass"]
+    leptons = [f"{c} {classes[c]['lepton_fraction']:.1%}" for c in ("Hqql", "Tbl") if c in classes]
+    photons = checks["jetclass_photons_sharing_ecal_cell_fraction"]
+    neutrals = checks["jetclass_neutral_hadrons_sharing_hcal_cell_fraction"]
+    jetclass = (
+        f"e/mu > 20 GeV: {', '.join(leptons)}\n"
+        f"photons sharing an ECAL cell: {photons:.1e}\n"
+        f"neutral hadrons sharing an HCAL cell: {neutrals:.1e}"
+    )
+    accuracy = checks["btag_flavour_accuracy_from_pt_eta_ntracks"]
+    separation = checks["btag_min_secondary_vertex_separation_mm"]
+    btag = (
+        f"flavour from (pT, eta, tracks): {accuracy:.3f} (chance 0.333)\n"
+        f"jets sharing a track: {checks['btag_shared_track_jet_fraction']:.1%}\n"
+        f"closest secondary vertices: {'none' if separation is None else f'{separation:.2g} mm'}"
+    )
+    return jetclass, btag
+
+
+def draw(jetclass: dict, btag: dict, source: str, summary: dict) -> plt.Figure:
+    """The 2x2 sanity figure; `summary` is `summarise`'s."""
     use_style()
     fig, axes = plt.subplots(2, 2, figsize=(20, 16))
     colours = plt.get_cmap("tab10").colors
@@ -75,6 +97,11 @@ def draw(jetclass: dict, btag: dict, source: str) -> plt.Figure:
     )
     for ax in axes[1]:
         ax.legend(fontsize=16, title=f"BTag-like ({source})", title_fontsize=15)
+    text_box = {"fontsize": 13, "va": "bottom", "ha": "right",
+                "bbox": {"facecolor": "white", "alpha": 0.8, "edgecolor": "grey"}}  # fmt: skip
+    jetclass_text, btag_text = _checks_text(summary)
+    axes[0, 1].text(0.97, 0.35, jetclass_text, transform=axes[0, 1].transAxes, **text_box)
+    axes[1, 1].text(0.97, 0.35, btag_text, transform=axes[1, 1].transAxes, **text_box)
     for ax in axes[0]:
         label(ax, rlabel="13 TeV")
     for ax in axes[1]:
