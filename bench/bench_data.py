@@ -44,7 +44,7 @@ def main() -> None:
         gen["workers"] = None  # all cores
         gen["jetclass"]["jets_per_file"] = {"train": args.jets_per_file, "val": 1, "test": 1}
         gen["btag"]["jets_per_flavour"] = {"train": 1, "val": 1, "test": 1}
-        generate(tmp / "raw", gen, seed=0, origin_tol_mm=1e-6)
+        generate(tmp / "raw", gen, seed=0)
         files = sorted((tmp / "raw/jetclass/train_100M").glob("*.root"))
         spec = dataset_spec("jetclass", params["convert"]["jetclass"])
         for compression in ("lzf", None):

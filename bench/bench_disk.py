@@ -96,7 +96,7 @@ def main() -> None:
         gen["workers"] = None
         gen["jetclass"]["jets_per_file"] = {"train": args.jets_per_file, "val": 1, "test": 1}
         gen["btag"]["jets_per_flavour"] = {"train": args.jets_per_file, "val": 1, "test": 1}
-        generate(tmp / "raw", gen, seed=0, origin_tol_mm=1e-6)
+        generate(tmp / "raw", gen, seed=0)
         for name, folder in (("jetclass", "jetclass/train_100M"), ("btag", "btag")):
             pattern = "*train*.root" if name == "btag" else "*.root"
             files = sorted((tmp / "raw" / folder).glob(pattern))

@@ -60,7 +60,8 @@ def main() -> None:
     per_flavour = args.jets
     _, events = btag.generate_chunk(
         per_flavour, seed=1, physics_settings=physics_settings(gen["physics"]),
-        detector=Detector.from_params(gen["detector"]), origin_tol_mm=1e-6,
+        detector=Detector.from_params(gen["detector"]),
+        vertex_merge_mm=gen["btag"]["vertex_merge_mm"], flatten_edges=gen["btag"]["flatten"],
         events_per_batch=gen["events_per_batch"], rng=np.random.default_rng(0),
     )  # fmt: skip
     rate = 3 * per_flavour / (time.process_time() - tic)

@@ -13,7 +13,7 @@ import logging
 from mpm.atomic import atomic_dir, atomic_file
 from mpm.cli import run_stage
 from mpm.data.generator.run import generate, validated_config
-from mpm.params import get, one_of, positive_float
+from mpm.params import get, one_of
 
 log = logging.getLogger("generate")
 
@@ -30,11 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def body(params: dict, args: argparse.Namespace) -> None:
     source = one_of(get(params, "data.source"), "data.source", ["generated", "real"])
     cfg = validated_config(params)
-    tol = positive_float(get(params, "convert.btag.origin_tol_mm"), "convert.btag.origin_tol_mm")
     stats = {"source": source}
     with atomic_dir(args.out) as tmp:
         if source == "generated":
-            stats.update(generate(tmp, cfg, get(params, "seed"), tol))
+            stats.update(generate(tmp, cfg, get(params, "seed")))
         else:
             log.info("data.source is 'real': nothing to generate")
     with atomic_file(args.metrics) as tmp:

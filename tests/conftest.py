@@ -219,7 +219,7 @@ def generated(tmp_path_factory) -> tuple[Path, dict]:
 
     params = generation_params((60, 20, 40), (60, 20, 40))
     root = tmp_path_factory.mktemp("generated")
-    generate(root, validated_config(params), params["seed"], 1e-6)
+    generate(root, validated_config(params), params["seed"])
     return root, params
 
 

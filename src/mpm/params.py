@@ -52,6 +52,12 @@ def positive_float(value: Any, name: str) -> float:
     return float(value)
 
 
+def non_negative_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise InputError(f"params: '{name}' must be a non-negative number, got {value!r}")
+    return float(value)
+
+
 def fraction(value: Any, name: str, closed_upper: bool = False) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     ok = ok and (0 <= value <= 1 if closed_upper else 0 <= value < 1)

@@ -122,8 +122,14 @@ def same_event_pairs(jet_event: np.ndarray, item_event: np.ndarray):
     return jet, item
 
 
-def near_jets(jets: Jets, item_event, item_eta, item_phi, max_dr: float):
-    """(jet index, item index) of the same-event pairs with dR < max_dr."""
+def closest_jets(jets: Jets, item_event, item_eta, item_phi, max_dr: float):
+    """(jet index, item index) of the items within max_dr of a jet of their event, each item
+    with its closest jet only (as in the real BTag data, where a track belongs to one jet)."""
     jet, item = same_event_pairs(jets.event, item_event)
-    near = delta_r(item_eta[item], item_phi[item], jets.eta[jet], jets.phi[jet]) < max_dr
-    return jet[near], item[near]
+    dr = delta_r(item_eta[item], item_phi[item], jets.eta[jet], jets.phi[jet])
+    near = np.flatnonzero(dr < max_dr)
+    by_item = near[np.lexsort((dr[near], item[near]))]  # item by item, closest jet first
+    first = np.ones(len(by_item), bool)
+    first[1:] = item[by_item[1:]] != item[by_item[:-1]]
+    kept = np.sort(by_item[first])  # back in jet-by-jet order
+    return jet[kept], item[kept]

@@ -22,11 +22,11 @@ from tqdm import tqdm
 from mpm.atomic import atomic_file
 from mpm.data import schema
 from mpm.data.generator import btag, jetclass
-from mpm.data.generator.detector import Detector
+from mpm.data.generator.detector import SPECIES, Detector
 from mpm.data.generator.pythia import physics_settings, pythia_seed
 from mpm.data.root_io import write_btag, write_jetclass
 from mpm.errors import InputError
-from mpm.params import fraction, get, positive_float, positive_int
+from mpm.params import fraction, get, non_negative_float, positive_float, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ class Settings:
     detector: Detector
     pt_hat_min: float
     events_per_batch: int
-    origin_tol_mm: float
+    vertex_merge_mm: float
+    flatten_edges: dict
 
 
 def validated_config(params: dict) -> dict:
@@ -68,27 +69,13 @@ def validated_config(params: dict) -> dict:
     for key in ("mpi", "isr", "fsr"):
         if not isinstance(get(params, f"{name}.physics.{key}"), bool):
             raise InputError(f"params: '{name}.physics.{key}' must be true or false")
-    detector = get(params, f"{name}.detector")
-    for key in (
-        "track_eta_max",
-        "track_pt_min",
-        "tracker_radius",
-        "tracker_half_length",
-        "calo_eta_max",
-    ):
-        positive_float(detector.get(key), f"{name}.detector.{key}")
-    for key in ("low_pt", "barrel", "endcap"):
-        fraction(
-            detector["track_efficiency"].get(key),
-            f"{name}.detector.track_efficiency.{key}",
-            closed_upper=True,
-        )
-    for group, keys in _DETECTOR_NUMBERS.items():
-        for key in keys:
-            positive_float(
-                get(params, f"{name}.detector.{group}.{key}"), f"{name}.detector.{group}.{key}"
-            )
+    _validate_detector(params, f"{name}.detector")
     positive_float(get(params, f"{name}.jetclass.pt_hat_min"), f"{name}.jetclass.pt_hat_min")
+    key = f"{name}.btag.vertex_merge_mm"
+    positive_float(get(params, key), key)
+    for edges in ("pt_edges", "abs_eta_edges", "n_trks_edges"):
+        key = f"{name}.btag.flatten.{edges}"
+        _edges(get(params, key), key)
     for sample, key in (("jetclass", "jets_per_file"), ("btag", "jets_per_flavour")):
         sizes = get(params, f"{name}.{sample}.{key}")
         for split in SPLITS:
@@ -96,13 +83,57 @@ def validated_config(params: dict) -> dict:
     return cfg
 
 
-_DETECTOR_NUMBERS = {
-    "track_pt_resolution": ("a", "b"),
-    "d0_resolution": ("a", "b"),
-    "z0_resolution": ("a", "b"),
-    "ecal": ("stochastic", "constant", "threshold"),
-    "hcal": ("stochastic", "constant", "threshold"),
-}
+def _edges(value, name: str) -> list:
+    """A non-empty, increasing list of positive numbers (bin edges)."""
+    if not isinstance(value, list) or not value:
+        raise InputError(f"params: '{name}' must be a non-empty list of numbers, got {value!r}")
+    for i, v in enumerate(value):
+        positive_float(v, f"{name}[{i}]")
+    if any(b <= a for a, b in zip(value, value[1:])):
+        raise InputError(f"params: '{name}' must be increasing, got {value!r}")
+    return value
+
+
+def _list(value, name: str, length: int) -> list:
+    if not isinstance(value, list) or len(value) != length:
+        raise InputError(f"params: '{name}' must be a list of {length} entries, got {value!r}")
+    return value
+
+
+def _validate_detector(params: dict, name: str) -> None:
+    for key in ("track_pt_min", "tracker_radius", "tracker_half_length"):
+        positive_float(get(params, f"{name}.{key}"), f"{name}.{key}")
+    eff, res = f"{name}.track_efficiency", f"{name}.track_pt_resolution"
+    n_eta = len(_edges(get(params, f"{eff}.abs_eta_edges"), f"{eff}.abs_eta_edges"))
+    n_pt = len(_edges(get(params, f"{eff}.pt_edges"), f"{eff}.pt_edges")) + 1
+    n_res = len(_edges(get(params, f"{res}.abs_eta_edges"), f"{res}.abs_eta_edges"))
+    for species in SPECIES:
+        table = f"{eff}.{species}"
+        for i, row in enumerate(_list(get(params, table), table, n_eta)):
+            for j, value in enumerate(_list(row, f"{table}[{i}]", n_pt)):
+                fraction(value, f"{table}[{i}][{j}]", closed_upper=True)
+        for term in ("a", "b"):
+            key = f"{res}.{species}.{term}"
+            for i, value in enumerate(_list(get(params, key), key, n_res)):
+                non_negative_float(value, f"{key}[{i}]")
+    for group in ("d0_resolution", "z0_resolution"):
+        for term in ("a", "b"):
+            positive_float(get(params, f"{name}.{group}.{term}"), f"{name}.{group}.{term}")
+    for calo in ("ecal", "hcal"):
+        _validate_calorimeter(params, f"{name}.{calo}")
+
+
+def _validate_calorimeter(params: dict, name: str) -> None:
+    n = len(_edges(get(params, f"{name}.abs_eta_edges"), f"{name}.abs_eta_edges"))
+    terms = ("stochastic", "constant", "noise", "eta_shape.p0", "eta_shape.p1", "eta_shape.eta0")
+    for term in terms:
+        key = f"{name}.{term}"
+        for i, value in enumerate(_list(get(params, key), key, n)):
+            non_negative_float(value, f"{key}[{i}]")
+    positive_float(get(params, f"{name}.threshold"), f"{name}.threshold")
+    non_negative_float(get(params, f"{name}.significance_min"), f"{name}.significance_min")
+    positive_float(get(params, f"{name}.cell.eta"), f"{name}.cell.eta")
+    positive_int(get(params, f"{name}.cell.phi_bins"), f"{name}.cell.phi_bins")
 
 
 def _chunks(sample: str, label: str, split: str, total: int, size: int) -> list[Chunk]:
@@ -134,14 +165,15 @@ def _seeds(settings: Settings, chunk: Chunk) -> tuple[int, np.random.Generator]:
     return pythia_seed(*keys), detector_rng
 
 
-def settings_from_config(cfg: dict, seed: int, origin_tol_mm: float) -> Settings:
+def settings_from_config(cfg: dict, seed: int) -> Settings:
     return Settings(
         seed=seed,
         physics=tuple(physics_settings(cfg["physics"])),
         detector=Detector.from_params(cfg["detector"]),
         pt_hat_min=float(cfg["jetclass"]["pt_hat_min"]),
         events_per_batch=cfg["events_per_batch"],
-        origin_tol_mm=origin_tol_mm,
+        vertex_merge_mm=float(cfg["btag"]["vertex_merge_mm"]),
+        flatten_edges=cfg["btag"]["flatten"],
     )
 
 
@@ -168,7 +200,8 @@ def run_chunk(settings: Settings, chunk: Chunk) -> tuple[dict, int, float]:
             seed,
             list(settings.physics),
             settings.detector,
-            settings.origin_tol_mm,
+            settings.vertex_merge_mm,
+            settings.flatten_edges,
             settings.events_per_batch,
             rng,
         )
@@ -202,9 +235,9 @@ def _write(path: Path, chunk: Chunk, tables: list[dict]) -> None:
             write_btag(tmp, jagged["trk"], jagged["hadron"], table["jet"])
 
 
-def generate(out_root: Path, cfg: dict, seed: int, origin_tol_mm: float) -> dict:
+def generate(out_root: Path, cfg: dict, seed: int) -> dict:
     """Write every file of `plan(cfg)` under `out_root`; returns per-sample statistics."""
-    settings = settings_from_config(cfg, seed, origin_tol_mm)
+    settings = settings_from_config(cfg, seed)
     files = plan(cfg)
     chunks = [c for _, file_chunks in files for c in file_chunks]
     workers = cfg["workers"] or os.cpu_count()
