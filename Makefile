@@ -18,7 +18,7 @@ repro: install
 	dvc repro
 
 test: install
-	python -m pytest -n 2 --dist worksteal
+	python -m pytest -n 2 --dist loadgroup
 
 bench: install
 	python bench/run_all.py

@@ -18,9 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items):
-    """The slow end-to-end tests first: under `-n 2 --dist worksteal` (make test) one worker
-    runs them while the other takes the rest and steals what was queued behind them, so the
-    suite lasts about as long as its longest test."""
+    """The slow end-to-end tests first. Under `-n 2 --dist loadgroup` (make test) every test is
+    its own unit of work, handed out in this order as workers free up (a worker is sent a
+    new one while it holds two or fewer): the two longest start at once, one on each worker,
+    and little waits behind them."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

@@ -164,25 +164,44 @@ def _metrics_without_timing(path: Path) -> dict:
     return {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMING_KEYS}
 
 
-@pytest.mark.slow
-def test_smoke_dag(tmp_path):
-    """The smoke profile's whole DAG, then what users do with it, in order: a clean and
-    complete result, a round trip through a local remote, an experiment, forced re-runs and
-    a killed `dvc repro`. One test, since each step works on the results of the last."""
+def _smoke_repo(tmp_path: Path) -> tuple[Path, dict]:
+    """A git copy of the repository on the smoke profile, with the environment that runs the
+    copy's library (not the editable install's)."""
     repo = copy_repo(tmp_path / "repo")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "PYTHONPATH": str(repo / "src")}  # the copy's library, not the editable install's
+           "PYTHONPATH": str(repo / "src")}  # fmt: skip
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     _run(["git", "init", "-q"], repo, env)
     (repo / "params.yaml").write_text((repo / "profiles" / "smoke.yaml").read_text())
     (repo / "dvc.lock").unlink(missing_ok=True)
     _run([*git, "add", "-A"], repo, env)
     _run([*git, "commit", "-qm", "snapshot"], repo, env)
+    return repo, env
+
+
+@pytest.mark.slow
+def test_smoke_dag(tmp_path):
+    """The smoke profile's whole DAG, then what users do with it, in order: a clean and
+    complete result, a round trip through a local remote and an experiment. One test, since
+    each step works on the results of the last."""
+    repo, env = _smoke_repo(tmp_path)
     _run(["dvc", "repro"], repo, env)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     _runs_clean_and_is_complete(repo, env, lock)
     _remote_round_trip(repo, str(tmp_path / "remote"), None, tmp_path / "clone", env)
     _mask_rate_experiment_reruns_exactly_its_stages(repo, env, lock)
+
+
+@pytest.mark.slow
+def test_forced_reruns_and_a_killed_repro(tmp_path):
+    """On the smoke profile's pre-training and one fine-tuning run (and the stages they need;
+    apart from the whole DAG, so that the two slow tests run side by side): forced re-runs
+    give the same metrics, and a killed `dvc repro` resumes."""
+    repo, env = _smoke_repo(tmp_path)
+    stages = _run(["dvc", "stage", "list", "--name-only"], repo, env).split()
+    finetune = next(n for n in stages if n.startswith("finetune_btag@random-"))
+    _run(["dvc", "repro", "pretrain@regression", finetune], repo, env)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     _forced_rerun_gives_the_same_metrics(repo, env, lock)
     _killed_pretraining_resumes_under_dvc_repro(repo, env)
 
