@@ -59,15 +59,17 @@ def main() -> None:
     parser.add_argument("--profile", choices=("smoke", "default", "paper"), required=True)
     parser.add_argument("--log", help="summarise this time-stamped log of a run instead")
     parser.add_argument("--wall-s", type=float, help="with --log: the run's wall time")
-    parser.add_argument("--out", help="default: results/bench/e2e_<profile>.json")
+    parser.add_argument("--out", help="default: results/bench/e2e_<profile>.json (the log: "
+                        "the same name, .log)")  # fmt: skip
     args = parser.parse_args()
     # the commit the clone runs (HEAD when the run starts; the repository may move on meanwhile)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()  # fmt: skip
+    out = Path(args.out or REPO / "results" / "bench" / f"e2e_{args.profile}.json")
     if args.log:
         log, wall, rc = Path(args.log), args.wall_s, 0
     else:
-        log = REPO / "results" / "bench" / f"e2e_{args.profile}.log"
+        log = out.with_suffix(".log")  # beside the result, so a trial run keeps the recorded one
         wall, rc = run_profile(args.profile, log)
     lines = log.read_text().splitlines()
     if rc or not lines:
@@ -89,7 +91,6 @@ def main() -> None:
     print(f"{args.profile}: {result['wall_s'] / 60:.1f} min, {len(seconds)} stages")
     for name, s in result["seconds_by_stage_family"].items():
         print(f"  {name:<28} {s / 60:6.1f} min")
-    out = Path(args.out or REPO / "results" / "bench" / f"e2e_{args.profile}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
 
 
