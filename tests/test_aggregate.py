@@ -60,6 +60,22 @@ def test_means_over_seeds_and_gains_over_random_at_the_smallest_size(tmp_path):
     }
 
 
+def test_a_gain_is_resolved_when_it_exceeds_two_standard_errors_over_seeds(tmp_path):
+    accuracies = {"random": [0.40, 0.42, 0.44], "cfm": [0.50, 0.52, 0.54],
+                  "ssfm": [0.40, 0.46, 0.52], "kmeans": [0.60]}  # fmt: skip
+    paths = [_run(tmp_path, f"{b}{s}", backbone=b, seed=s, accuracy=a)
+             for b, values in accuracies.items() for s, a in enumerate(values)]  # fmt: skip
+    entry = headline(over_seeds(read_runs(paths)[0]))["jetclass"]["finetuned"]
+    # cfm: +0.10 against a standard error of sqrt(0.02^2/3 + 0.02^2/3) = 0.0163
+    assert entry["gain_stderr"]["cfm"] == pytest.approx(0.0163, abs=1e-4)
+    # ssfm: +0.04 against sqrt(0.06^2/3 + 0.02^2/3) = 0.0365, within two standard errors
+    assert entry["gain_stderr"]["ssfm"] == pytest.approx(0.0365, abs=1e-4)
+    assert entry["resolved"] == {"cfm": True, "ssfm": False, "kmeans": False}
+    assert "kmeans" not in entry["gain_stderr"]  # one seed: no error, never resolved
+    table = headline_table({"jetclass": {"metric": "accuracy", "size": 100, "finetuned": entry}})
+    assert dict(zip(table["backbone"], table["resolved"])) == entry["resolved"]
+
+
 def test_unreadable_run_is_named(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(InputError, match="bad.json: not a fine-tuning run"):

@@ -19,8 +19,10 @@ def _results(root):
     )
     (root / "downstream").mkdir()
     mean = {"random": 0.40, "kmeans": 0.45}
-    entry = {"mean": mean, "gain_over_random": {"kmeans": 0.05}}
+    entry = {"mean": mean, "gain_over_random": {"kmeans": 0.05},
+             "gain_stderr": {"kmeans": 0.01}, "resolved": {"kmeans": True}}  # fmt: skip
     sic = {"mean": {"random": 2.0, "kmeans": 3.5}, "gain_over_random": {"kmeans": 1.5},
+           "gain_stderr": {}, "resolved": {"kmeans": False},
            "error": {"random": 0.4, "kmeans": 0.6}}
     headline = {"jetclass": {"metric": "accuracy", "size": 1000, "finetuned": entry,
                              "frozen": entry},
@@ -50,8 +52,10 @@ def test_report_links_every_figure_and_prints_ours_beside_the_paper(tmp_path, pa
     for stem, _, caption in FIGURES:
         assert (caption in text) != stem.endswith("_frozen")
     assert re.search(r"\|\s*profile\s*\|\s*smoke\s*\|", text) and "| row | 51.0 |" in text
-    assert "K-Means 0.450 (+0.050)" in text and "84.3%" in text  # ours, then the paper's
-    assert "K-Means 3.500 ± 0.600 (+1.500)" in text and "2.000 ± 0.400" in text  # SIC errors
+    # ours with the gain's standard error over seeds and the verdict, then the paper's
+    assert "K-Means 0.450 (+0.050 ± 0.010, resolved)" in text and "84.3%" in text
+    assert "K-Means 3.500 ± 0.600 (+1.500, one seed: not resolved)" in text  # SIC errors
+    assert "2.000 ± 0.400" in text
     assert "kmeans-row6" in text and "K-Means" in text.split("## Fig. 8")[1]
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mpm.downstream.aggregate import RESOLVED_AT_STDERR
 from mpm.errors import InputError
 from mpm.plotting.style import BACKBONE_NAMES
 from mpm.plotting.sweeps import read_sweeps
@@ -57,18 +58,27 @@ def _read(path: Path) -> str:
         raise InputError(f"{path}: not found") from None
 
 
+def _gain(entry: dict, backbone: str) -> str:
+    """A gain over random, with its standard error over seeds and whether it is resolved."""
+    gain, stderr = entry["gain_over_random"][backbone], entry.get("gain_stderr", {})
+    if backbone not in stderr:
+        return f"{gain:+.3f}, one seed: not resolved"
+    verdict = "resolved" if entry["resolved"][backbone] else "not resolved"
+    return f"{gain:+.3f} ± {stderr[backbone]:.3f}, {verdict}"
+
+
 def _headline_table(headline: dict) -> str:
     lines = []
     for task, entry in headline.items():
         # the modes the grid ran, in its order (the entry's other keys describe the task)
         for mode in (key for key, value in entry.items() if isinstance(value, dict)):
-            means, gains = entry[mode]["mean"], entry[mode]["gain_over_random"]
+            means = entry[mode]["mean"]
             errors = entry[mode].get("error", {})
 
             def value(b, means=means, errors=errors):  # with the test set's error, if any
                 return f"{means[b]:.3f}" + (f" ± {errors[b]:.3f}" if b in errors else "")
 
-            cells = [f"{BACKBONE_NAMES.get(b, b)} {value(b)} ({gains[b]:+.3f})"
+            cells = [f"{BACKBONE_NAMES.get(b, b)} {value(b)} ({_gain(entry[mode], b)})"
                      for b in means if b != "random"]  # fmt: skip
             lines.append({
                 "task": task, "metric": f"{entry['metric']} at {entry['size']}", "mode": mode,
@@ -120,7 +130,9 @@ def build_report(params: dict, results: Path, figures: Path, report: Path) -> st
         "## Downstream headline (Figs. 2, 3, 6, 7)",
         "",
         "Each backbone at each task's smallest training size, mean over seeds, and its gain "
-        "over the random backbone.",
+        "over the random backbone with the gain's standard error over seeds; a gain is "
+        f"resolved at this scale when it exceeds {RESOLVED_AT_STDERR} standard errors (one "
+        "seed gives no error, so nothing is resolved).",
         "",
         _headline_table(headline),
         "",

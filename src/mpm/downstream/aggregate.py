@@ -72,10 +72,24 @@ def over_seeds(runs: pd.DataFrame, by: list[str] = GROUP) -> pd.DataFrame:
     return table
 
 
+RESOLVED_AT_STDERR = 2  # a gain is resolved when it exceeds this many standard errors
+
+
+def _gain_stderr(backbone: pd.Series, random: pd.Series) -> float | None:
+    """Standard error over seeds of a backbone's mean minus random's (the two sets of seeds
+    taken as independent); None unless each has at least two seeds."""
+    if min(backbone["seeds"], random["seeds"]) < 2:
+        return None
+    return float((backbone["std"] ** 2 / backbone["seeds"]
+                  + random["std"] ** 2 / random["seeds"]) ** 0.5)  # fmt: skip
+
+
 def headline(summary: pd.DataFrame) -> dict:
     """{task: {mode: {backbone: mean headline metric at the task's smallest size}}}, with
-    each backbone's gain over the random initialisation where random was run and, for a
-    metric with an error of its own (ERRORS), that error."""
+    each backbone's gain over the random initialisation where random was run, the gain's
+    standard error over seeds where both have two or more, whether the gain is resolved
+    (above RESOLVED_AT_STDERR standard errors) and, for a metric with an error of its own
+    (ERRORS), that error."""
     out: dict = {}
     for task, metric in HEADLINE.items():
         rows = summary[(summary["task"] == task) & (summary["metric"] == metric)]
@@ -94,6 +108,14 @@ def headline(summary: pd.DataFrame) -> dict:
                 base = means["random"]
                 gains = {b: round(v - base, 4) for b, v in means.items() if b != "random"}
                 entry["gain_over_random"] = gains
+                rows = {row["backbone"]: row for _, row in by_mode.iterrows()}
+                errors_of_gain = {b: _gain_stderr(rows[b], rows["random"]) for b in gains}
+                entry["gain_stderr"] = {b: round(e, 4) for b, e in errors_of_gain.items()
+                                        if e is not None}  # fmt: skip
+                entry["resolved"] = {
+                    b: e is not None and abs(gains[b]) > RESOLVED_AT_STDERR * e
+                    for b, e in errors_of_gain.items()
+                }
             out[task][mode] = entry
     return out
 
@@ -110,6 +132,9 @@ def headline_table(top: dict) -> pd.DataFrame:
                 lines.append({"entry": f"{task} {mode} {backbone}", "task": task,
                               "metric": entry["metric"], "size": entry["size"], "mode": mode,
                               "backbone": backbone, "mean": by_mode["mean"][backbone],
-                              "gain_over_random": gain})  # fmt: skip
+                              "gain_over_random": gain,
+                              "gain_stderr": by_mode["gain_stderr"].get(backbone),
+                              "resolved": by_mode["resolved"][backbone]})  # fmt: skip
     return pd.DataFrame(lines, columns=["entry", "task", "metric", "size", "mode", "backbone",
-                                        "mean", "gain_over_random"])  # fmt: skip
+                                        "mean", "gain_over_random", "gain_stderr",
+                                        "resolved"])  # fmt: skip
