@@ -10,6 +10,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
 from mpm.data import schema
+from mpm.data.generator.detector import cell_indices
+from mpm.data.generator.jets import same_event_pairs
 from mpm.data.h5io import open_jets
 from mpm.data.root_io import open_tree
 
@@ -69,13 +71,11 @@ def _shares_a_cell(jets: np.ndarray, csts: np.ndarray, select: np.ndarray, cell)
     """For each `select`ed constituent, whether another one of its jet is in its calorimeter
     cell (eta from the JetClass d_eta, sign-flipped for negative-eta jets). The float32
     positions put a constituent within ~1e-7 of a cell edge on either side: a 1e-5 effect."""
-    size, phi_bins = cell
     rows, cols = np.nonzero(select)
     jet_eta, jet_phi = jets[rows, ETA].astype(np.float64), jets[rows, PHI].astype(np.float64)
     eta = jet_eta + np.where(jet_eta >= 0, 1.0, -1.0) * csts[rows, cols, C_DETA]
     phi = jet_phi + csts[rows, cols, C_DPHI]
-    i_eta = np.floor(eta / size).astype(np.int64)
-    i_phi = np.floor((phi + np.pi) / (2 * np.pi) * phi_bins).astype(np.int64) % phi_bins
+    i_eta, i_phi = cell_indices(eta, phi, *cell)
     _, inverse, counts = np.unique(
         np.stack([rows, i_eta, i_phi], axis=1), axis=0, return_inverse=True, return_counts=True
     )
@@ -116,18 +116,6 @@ def btag_raw_arrays(path: Path, max_jets: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _pairs_within(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices (i, j), i < j, of every pair of items of the same group (groups of
-    `counts` consecutive items)."""
-    owner = np.repeat(np.arange(len(counts)), counts)
-    start = np.cumsum(counts) - counts
-    n = counts[owner]  # partners of each item, itself included
-    i = np.repeat(np.arange(len(owner)), n)
-    j = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(start[owner], n)
-    keep = i < j
-    return i[keep], j[keep]
-
-
 def shared_track_jet_fraction(raw: dict) -> float:
     """Fraction of jets holding a track that another jet also holds (the same truth particle:
     equal Pythia index, pT and eta). 0 in the real data, where a track has one jet."""
@@ -141,9 +129,10 @@ def shared_track_jet_fraction(raw: dict) -> float:
 def min_secondary_vertex_separation(raw: dict) -> float | None:
     """Smallest distance (mm) between the production points of two tracks of different
     secondary vertices of one jet; None without two secondary vertices in a jet."""
-    i, j = _pairs_within(raw["counts"])
+    owner = np.repeat(np.arange(len(raw["counts"])), raw["counts"])
+    i, j = same_event_pairs(owner, owner)  # every ordered pair of tracks of one jet
     vtx = raw["vtx_index"]
-    pair = (vtx[i] > 0) & (vtx[j] > 0) & (vtx[i] != vtx[j])
+    pair = (vtx[i] > 0) & (vtx[j] > 0) & (vtx[i] != vtx[j])  # i == j is never a pair
     if not pair.any():
         return None
     points = np.stack([raw["prod_x"], raw["prod_y"], raw["prod_z"]], axis=1)

@@ -80,6 +80,14 @@ def _species(abs_pdg: np.ndarray) -> np.ndarray:
     return np.select([abs_pdg == 11, abs_pdg == 13], [1, 2], 0)
 
 
+def cell_indices(eta, phi, cell_eta: float, phi_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """(eta, phi) index of the calorimeter cell of each position: cells `cell_eta` wide in eta
+    and `phi_bins` around phi."""
+    i_eta = np.floor(eta / cell_eta).astype(np.int64)
+    i_phi = np.floor((phi + np.pi) / (2 * np.pi) * phi_bins).astype(np.int64) % phi_bins
+    return i_eta, i_phi
+
+
 @dataclass(frozen=True)
 class Towers:
     """Surviving calorimeter cells: the index of each cell's most energetic deposit, its
@@ -122,8 +130,7 @@ class Calorimeter:
         particle has its own draws whatever the cell content (the stream stays aligned).
         """
         cell_eta, phi_bins = self.cell["eta"], self.cell["phi_bins"]
-        i_eta = np.floor(eta / cell_eta).astype(np.int64)
-        i_phi = np.floor((phi + np.pi) / (2 * np.pi) * phi_bins).astype(np.int64) % phi_bins
+        i_eta, i_phi = cell_indices(eta, phi, cell_eta, phi_bins)
         order = np.lexsort((-energy, i_phi, i_eta, event))  # cell by cell, hardest first
         e_o, i_o, j_o = event[order], i_eta[order], i_phi[order]
         first = np.ones(len(order), bool)
@@ -241,25 +248,14 @@ class Detector:
         order = np.argsort(rows)  # truth order: grouped by event
         rows = rows[order]
 
-        def column(key):
-            return np.concatenate([p[key] for p in parts])[order]
-
+        columns = {key: np.concatenate([p[key] for p in parts])[order]
+                   for key in tracks if key != "rows"}  # fmt: skip
         return Candidates(
             counts=np.bincount(event[rows], minlength=len(ev.counts)),
             event=event[rows],
-            px=column("px"),
-            py=column("py"),
-            pz=column("pz"),
-            e=column("e"),
-            kind=column("kind"),
-            charge=column("charge"),
             pdg_id=pid[rows],
             truth=idx[rows],
-            d0=column("d0"),
-            z0=column("z0"),
-            d0err=column("d0err"),
-            z0err=column("z0err"),
-            pt_err=column("pt_err"),
+            **columns,
         )
 
     @staticmethod
