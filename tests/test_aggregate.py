@@ -84,12 +84,16 @@ def test_unreadable_run_is_named(tmp_path):
         read_runs([])
 
 
-def test_grid_runs_name_every_run_as_dvc_yaml_does():
+def test_grid_runs_name_every_run_as_the_finetune_stages_write_them():
     grid = {"backbones": ["random", "ssfm"], "modes": ["frozen"], "seeds": [0, 1],
             "sizes": {"jetclass": [100], "btag": [], "vertex": [5], "track": []},
-            "cwola_signal": [50]}  # fmt: skip
+            "cwola_signal": [50],
+            "finetuned_sizes": {"jetclass": None, "btag": [], "vertex": [], "track": [],
+                                "cwola": []}}  # fmt: skip
     paths = grid_runs(grid, Path("r"))
     assert len(paths) == 2 * 1 * 2 * 3
-    assert Path("r/jetclass/ssfm-frozen-100-s1/metrics.json") in paths
-    assert Path("r/cwola/random-frozen-50-s0/metrics.json") in paths
+    grid["modes"] = ["finetuned", "frozen"]  # fine-tuned: jetclass only
+    assert len(grid_runs(grid, Path("r"))) == 2 * 2 * 3 + 2 * 2 * 1
+    assert Path("r/jetclass/ssfm/frozen-100-s1/metrics.json") in paths
+    assert Path("r/cwola/random/frozen-50-s0/metrics.json") in paths
     assert over_seeds(pd.DataFrame()).empty  # no binned metrics when no vertex or track runs

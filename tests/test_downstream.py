@@ -2,17 +2,24 @@
 
 import json
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from mpm.data import schema
+from mpm.data.h5io import CHUNK_JETS
+from mpm.data.preprocess import load_preprocessor
 from mpm.downstream.cwola import build_cwola
+from mpm.downstream.embeddings import StoredEncoder, StoredOutputs
 from mpm.downstream.finetune import FinetuneModule, backbone_lr_factor, pair_mask
+from mpm.downstream.grid import run_grid
 from mpm.downstream.heads import JetClassifier, TrackClassifier, VertexFinder
-from mpm.downstream.run import finetune
+from mpm.downstream.layout import run_name
+from mpm.downstream.run import finetune, stored_outputs, train_and_test
 from mpm.errors import InputError
-from mpm.models.backbone import save_backbone
+from mpm.models.backbone import load_backbone, save_backbone
 from mpm.models.encoder import JetEncoder
 
 HEAD = {"dim": 16, "heads": 2, "depth": 2, "hidden": 16}
@@ -140,3 +147,80 @@ def test_tiny_finetuning_run_of_every_task_kind(task, jetclass, btag, tmp_path):
     assert {k: v for k, v in again.items() if k != "seconds"} == {
         k: v for k, v in summary.items() if k != "seconds"
     }  # the same seed, the same metrics on CPU
+
+
+def _backbone(path, features="all"):
+    torch.manual_seed(0)
+    cfg = {"dim": 12, "depth": 1, "heads": 2, "registers": 2, "features": features}
+    save_backbone(JetEncoder(**cfg), cfg, {"backbone": "random", "steps": 0}, path)
+    return path
+
+
+def test_stored_outputs_are_the_encoders_on_the_chunks_noise_whatever_else_is_stored(jetclass,
+                                                                                      tmp_path):  # fmt: skip
+    root, _ = jetclass
+    path, pre = root / "jetclass/train.h5", root / "pre.joblib"
+    encoder, _ = load_backbone(_backbone(tmp_path / "b.pt"))
+    rows = np.array([3, 7, 40])
+    alone = StoredOutputs(encoder, path, pre, rows, seed=5)
+    among = StoredOutputs(encoder, path, pre, np.arange(60), seed=5)
+    with h5py.File(path) as file:  # the contract: chunk 0 preprocessed with rng([seed, 0])
+        mask = file[schema.H5_MASK][:CHUNK_JETS].astype(bool)
+        ids = file[schema.H5_IDS][:CHUNK_JETS].astype(np.int64)
+        csts = load_preprocessor(pre)(file[schema.H5_CONSTITUENTS][:CHUNK_JETS], ids, mask,
+                                      np.random.default_rng([5, 0]))  # fmt: skip
+    width = int(mask[rows].sum(1).max())  # the loader trims a batch to its longest jet
+    with torch.no_grad():
+        expected, full_mask = encoder(*(torch.from_numpy(a[rows][:, :width])
+                                        for a in (csts, ids, mask)))  # fmt: skip
+    for stored in (alone, among):
+        out, out_mask = stored(torch.from_numpy(rows), torch.from_numpy(mask[rows][:, :width]))
+        assert torch.equal(out_mask, full_mask)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="no stored outputs"):
+        alone(torch.tensor([4]), torch.from_numpy(mask[[4]]))
+
+
+def test_a_frozen_run_on_stored_outputs_is_the_run_on_the_frozen_encoder(jetclass, tmp_path):
+    """Kinematic features only: no preprocessing noise, so the stored outputs are exactly what
+    the frozen encoder gives at every step."""
+    root, params = jetclass
+    data_dir, pre = root / "jetclass", root / "pre.joblib"
+    params = {**params, "finetune": {"head": HEAD, "recipe": RECIPE}}
+    encoder, _ = load_backbone(_backbone(tmp_path / "b.pt", features="kinematic"))
+    stored = StoredEncoder(encoder, stored_outputs(encoder, data_dir, pre, RECIPE, [80], [3], 0))
+    on_stored, table = train_and_test("jetclass", stored, "frozen", 80, 3, params, data_dir, pre)
+    on_encoder, expected = train_and_test("jetclass", encoder, "frozen", 80, 3, params, data_dir,
+                                          pre)  # fmt: skip
+    assert on_stored["steps"] == on_encoder["steps"] and on_stored["n_train"] == 80
+    assert on_stored["best_val_loss"] == pytest.approx(on_encoder["best_val_loss"], rel=1e-4)
+    np.testing.assert_allclose(table.to_numpy(), expected.to_numpy(), atol=1e-3)
+
+
+def test_a_backbones_grid_is_its_single_runs_and_writes_all_or_nothing(jetclass, tmp_path):
+    root, params = jetclass
+    data_dir, pre = root / "jetclass", root / "pre.joblib"
+    grid = {"backbones": ["random"], "modes": ["finetuned", "frozen"], "seeds": [0, 1],
+            "sizes": {"jetclass": [40, 80]}, "cwola_signal": [],
+            "finetuned_sizes": {"jetclass": [80]}}  # fmt: skip
+    params = {**params, "finetune": {"head": HEAD, "recipe": RECIPE, "grid": grid}}
+    backbone = _backbone(tmp_path / "random.pt")
+    runs = run_grid("jetclass", backbone, params, data_dir, pre, tmp_path / "grid")
+    expected = [("finetuned", 80, s) for s in (0, 1)] + [("frozen", n, s) for n in (40, 80)
+                                                         for s in (0, 1)]  # fmt: skip
+    assert [(r["mode"], r["n_train"], r["seed"]) for r in runs] == expected
+    assert sorted(p.name for p in (tmp_path / "grid").iterdir()) == sorted(
+        run_name(*run) for run in expected)
+    assert all((tmp_path / "grid" / run_name(*run) / "predictions.csv").is_file()
+               for run in expected)  # fmt: skip
+    for mode in grid["modes"]:  # the frozen runs' outputs, stored once for all, are the same
+        single = finetune("jetclass", backbone, mode, 80, 1, params, data_dir, pre,
+                          tmp_path / mode)  # fmt: skip
+        in_grid = json.loads((tmp_path / f"grid/{mode}-80-s1/metrics.json").read_text())
+        assert {k: v for k, v in single.items() if k != "seconds"} == {
+            k: v for k, v in in_grid.items() if k != "seconds"}
+    grid["sizes"]["jetclass"] = [40, 10**6]  # the second size fails after the first ran
+    grid["finetuned_sizes"]["jetclass"] = None
+    with pytest.raises(InputError, match="asked for 1000000 jets"):
+        run_grid("jetclass", backbone, params, data_dir, pre, tmp_path / "failed")
+    assert not (tmp_path / "failed").exists()

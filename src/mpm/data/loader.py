@@ -63,6 +63,8 @@ class JetDataset(IterableDataset):
     track_origin [B, P]. P is trimmed to the longest jet of the batch. The file is opened
     lazily in each worker. Each pass over the dataset is one epoch with its own order.
     `shard`: under DDP, read only this rank's share (the DataModule's loaders do).
+    `features=False`: no csts (neither read nor preprocessed), for a head on stored encoder
+    outputs (mpm.downstream.embeddings).
     """
 
     def __init__(
@@ -77,8 +79,10 @@ class JetDataset(IterableDataset):
         drop_last: bool = False,
         batches_per_read: int = 8,
         shard: bool = False,
+        features: bool = True,
     ):
         self.path = Path(path)
+        self.features = features
         self.preprocessor_path = Path(preprocessor_path)
         with open_jets(self.path) as file:
             n_total = file[schema.H5_LABELS].shape[0]
@@ -164,7 +168,7 @@ class JetDataset(IterableDataset):
     def _read(self, ranges: list[tuple[int, int]]) -> dict[str, np.ndarray]:
         file = self._open()
         names = [
-            schema.H5_CONSTITUENTS,
+            *([schema.H5_CONSTITUENTS] if self.features else []),
             schema.H5_IDS,
             schema.H5_MASK,
             schema.H5_JETS,
@@ -214,9 +218,10 @@ class JetDataset(IterableDataset):
             if self.shuffle:
                 perm = rng.permutation(len(rows["index"]))
                 rows = {k: v[perm] for k, v in rows.items()}
-            rows[schema.H5_CONSTITUENTS] = self._preprocessor(
-                rows[schema.H5_CONSTITUENTS], rows[schema.H5_IDS], rows[schema.H5_MASK], rng
-            )
+            if self.features:
+                rows[schema.H5_CONSTITUENTS] = self._preprocessor(
+                    rows[schema.H5_CONSTITUENTS], rows[schema.H5_IDS], rows[schema.H5_MASK], rng
+                )
             for lo in range(skip * self.batch_size, len(rows["index"]), self.batch_size):
                 batch = {k: v[lo : lo + self.batch_size] for k, v in rows.items()}
                 if self.drop_last and len(batch["index"]) < self.batch_size:
@@ -262,11 +267,13 @@ class JetDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         start_step: int = 0,
+        features: bool = True,
     ):
         super().__init__()
         self.start_step = start_step  # training batches already taken (a resumed run)
         self.data_dir = Path(data_dir)
-        self.kwargs = dict(preprocessor_path=preprocessor_path, batch_size=batch_size, shard=True)
+        self.kwargs = dict(preprocessor_path=preprocessor_path, batch_size=batch_size,
+                           shard=True, features=features)  # fmt: skip
         self.n_train, self.n_val, self.seed = n_train, n_val, seed
         self.num_workers = num_workers
         self.datasets: dict[str, JetDataset] = {}

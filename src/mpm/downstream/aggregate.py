@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mpm.downstream.layout import grid_sizes, run_name
 from mpm.errors import InputError
 
 HEADLINE = {
@@ -19,20 +20,18 @@ HEADLINE = {
 # Metrics with an error of their own (the test set's bootstrap), by the metric they qualify
 ERRORS = {"sic_at_fpr_1pct": "sic_at_fpr_1pct_err"}
 RUN_KEYS = ("task", "backbone", "mode", "n_train", "seed")
-SIZED_TASKS = ("jetclass", "btag", "vertex", "track")
 GROUP = ["task", "backbone", "mode", "size", "metric"]
 
 
 def grid_runs(grid: dict, root: Path) -> list[Path]:
-    """The metrics.json of every run of params `finetune.grid`, named as dvc.yaml names the
-    run folders (`<root>/<task>/<backbone>-<mode>-<size>-s<seed>`; CWoLa's size: n_signal)."""
-    sizes = {task: grid["sizes"][task] for task in SIZED_TASKS} | {"cwola": grid["cwola_signal"]}
+    """The metrics.json of every run of params `finetune.grid`, where the finetune stages
+    write them (`<root>/<task>/<backbone>/<mode>-<size>-s<seed>`)."""
     return [
-        root / task / f"{backbone}-{mode}-{size}-s{seed}" / "metrics.json"
-        for task, task_sizes in sizes.items()
+        root / task / backbone / run_name(mode, size, seed) / "metrics.json"
+        for task in HEADLINE
         for backbone in grid["backbones"]
         for mode in grid["modes"]
-        for size in task_sizes
+        for size in grid_sizes(grid, task, mode)
         for seed in grid["seeds"]
     ]
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mpm.data import schema
+from mpm.downstream.embeddings import StoredEncoder
 from mpm.downstream.heads import JetClassifier, TrackClassifier, VertexFinder
 from mpm.errors import InputError
 from mpm.models.encoder import JetEncoder
@@ -40,7 +41,7 @@ TASKS = {
 }
 
 
-def build_head(task: Task, encoder: JetEncoder, head_cfg: dict) -> nn.Module:
+def build_head(task: Task, encoder: JetEncoder | StoredEncoder, head_cfg: dict) -> nn.Module:
     if task.kind == "jet":
         return JetClassifier(encoder.dim, task.n_classes, head_cfg["dim"], head_cfg["heads"],
                              head_cfg["depth"])  # fmt: skip
@@ -63,8 +64,14 @@ def backbone_lr_factor(step: int, freeze_steps: int, ramp_steps: int) -> float:
 
 
 class FinetuneModule(L.LightningModule):
-    def __init__(self, encoder: JetEncoder, task: str, mode: str, head_cfg: dict, recipe: dict):
+    """A task head on a backbone: a JetEncoder, or in frozen mode optionally the encoder's
+    stored outputs (`StoredEncoder`)."""
+
+    def __init__(self, encoder: JetEncoder | StoredEncoder, task: str, mode: str,
+                 head_cfg: dict, recipe: dict):  # fmt: skip
         super().__init__()
+        if isinstance(encoder, StoredEncoder) and mode != "frozen":
+            raise ValueError("stored encoder outputs serve a frozen backbone only")
         self.task = TASKS[task]
         self.mode, self.recipe = mode, recipe
         self.encoder = encoder
@@ -73,8 +80,15 @@ class FinetuneModule(L.LightningModule):
             self.encoder.requires_grad_(False)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        encoded, mask = self.encoder(batch["csts"], batch["csts_id"], batch["mask"])
+        if isinstance(self.encoder, StoredEncoder):
+            encoded, mask = self.encoder(batch["index"], batch["mask"])
+        else:
+            encoded, mask = self.encoder(batch["csts"], batch["csts_id"], batch["mask"])
         return self.head(encoded, mask)
+
+    def _read_split(self, split: str) -> None:
+        if isinstance(self.encoder, StoredEncoder):  # the stored outputs of the split read now
+            self.encoder.split = split
 
     def loss(self, out: torch.Tensor, batch: dict) -> torch.Tensor:
         if self.task.kind == "jet":
@@ -117,7 +131,17 @@ class FinetuneModule(L.LightningModule):
         return {"pred": out.argmax(-1).cpu().numpy(), "mask": mask.cpu().numpy(),
                 "origin": batch[schema.H5_ORIGIN].cpu().numpy()}  # fmt: skip
 
+    def on_validation_epoch_start(self) -> None:
+        self._read_split("val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._read_split("train")
+
+    def on_predict_epoch_start(self) -> None:
+        self._read_split("test")
+
     def on_train_epoch_start(self) -> None:
+        self._read_split("train")
         if self.mode == "frozen":
             self.encoder.eval()  # no dropout or other training-time behaviour in a fixed backbone
 
@@ -140,6 +164,7 @@ class FinetuneModule(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
+
 def validate_params(params: dict) -> None:
     """One-line InputError for the first invalid setting of the params this module reads."""
     recipe = "finetune.recipe"
@@ -157,3 +182,25 @@ def validate_params(params: dict) -> None:
         raise InputError(f"params: '{recipe}.max_steps' is below '{recipe}.val_every_steps'")
     if get(params, "finetune.head.dim") % get(params, "finetune.head.heads"):
         raise InputError("params: 'finetune.head.dim' must be divisible by 'finetune.head.heads'")
+
+
+def validate_grid(params: dict) -> None:
+    """One-line InputError for an invalid `finetune.grid` (the runs of the finetune stages)."""
+    grid = "finetune.grid"
+    modes = get(params, f"{grid}.modes")
+    if not isinstance(modes, list) or not modes or any(m not in MODES for m in modes):
+        raise InputError(f"params: '{grid}.modes' must list modes of {', '.join(MODES)}, "
+                         f"got {modes!r}")  # fmt: skip
+    for key in ("seeds", "cwola_signal", *(f"sizes.{t}" for t in TASKS if t != "cwola")):
+        values = get(params, f"{grid}.{key}")
+        if not isinstance(values, list):
+            raise InputError(f"params: '{grid}.{key}' must be a list, got {values!r}")
+        check = non_negative_int if key == "seeds" else positive_int
+        for value in values:
+            check(value, f"{grid}.{key}")
+    for task in TASKS:  # fine-tuned at some of the sizes, or (null) all of them
+        subset = get(params, f"{grid}.finetuned_sizes.{task}")
+        sizes = get(params, f"{grid}.cwola_signal" if task == "cwola" else f"{grid}.sizes.{task}")
+        if subset is not None and (not isinstance(subset, list) or set(subset) - set(sizes)):
+            raise InputError(f"params: '{grid}.finetuned_sizes.{task}' must be null or a list "
+                             f"of the task's sizes {sizes}, got {subset!r}")  # fmt: skip

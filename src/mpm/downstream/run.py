@@ -18,6 +18,7 @@ from mpm.atomic import atomic_dir
 from mpm.data import schema
 from mpm.data.h5io import open_jets
 from mpm.data.loader import JetDataModule, JetDataset, make_loader
+from mpm.downstream.embeddings import StoredEncoder, StoredOutputs, rows_of
 from mpm.downstream.finetune import TASKS, FinetuneModule
 from mpm.downstream.metrics import (
     n_secondary_vertices,
@@ -28,6 +29,7 @@ from mpm.downstream.metrics import (
 )
 from mpm.errors import InputError
 from mpm.models.backbone import load_backbone
+from mpm.models.encoder import JetEncoder
 from mpm.training.fit import trainer_kwargs
 
 log = logging.getLogger(__name__)
@@ -134,34 +136,49 @@ def summarise(task: str, outputs: list[dict]) -> tuple[dict, pd.DataFrame]:
     }, table
 
 
-def finetune(
+def stored_outputs(encoder: JetEncoder, data_dir: Path, preprocessor: Path, recipe: dict,
+                   sizes: list[int | None], seeds: list[int], seed: int) -> dict[str, StoredOutputs]:  # fmt: skip
+    """The frozen `encoder`'s outputs for every jet that runs of `sizes` x `seeds` read from
+    `data_dir` (training subsets, validation and test jets); `seed` draws the preprocessing
+    noise."""
+    counts = {"train": sizes, "val": [_at_most(data_dir / "val.h5", recipe["n_val_jets"])],
+              "test": [_at_most(data_dir / "test.h5", recipe["n_test_jets"])]}  # fmt: skip
+    outputs = {}
+    for split, split_sizes in counts.items():
+        path = data_dir / f"{split}.h5"
+        rows = [rows_of(path, n, s) for n in split_sizes for s in seeds]
+        outputs[split] = StoredOutputs(encoder, path, preprocessor, np.concatenate(rows), seed)
+    return outputs
+
+
+def train_and_test(
     task: str,
-    backbone: Path,
+    encoder: JetEncoder | StoredEncoder,
     mode: str,
     n_train: int | None,
     seed: int,
     params: dict,
     data_dir: Path,
     preprocessor: Path,
-    out_dir: Path,
-) -> dict:
-    """Fine-tune (or, `frozen`, train only the head on) `backbone` for `task` on `n_train`
-    training jets chosen by `seed` (None: all); write `out_dir/{metrics.json,
-    predictions.csv}`."""
-    tic = time.perf_counter()
+) -> tuple[dict, pd.DataFrame]:
+    """Fine-tune (or, `frozen`, train only the head on) `encoder` for `task` on `n_train`
+    training jets of `data_dir` chosen by `seed` (None: all) with early stopping, and test the
+    best checkpoint: (the run's metrics, its per-jet or per-track predictions)."""
     cfg = params["finetune"]
     recipe = cfg["recipe"]
     L.seed_everything(seed, workers=True, verbose=False)
-    encoder, info = load_backbone(backbone)
     module = FinetuneModule(encoder, task, mode, cfg["head"], recipe)
+    stored = isinstance(encoder, StoredEncoder)
     batch_size = min(recipe["batch_size"], n_train or recipe["batch_size"])
-    workers = params["loader"]["num_workers"]
+    # heads on stored outputs read no features: the loader's workers would cost more than they save
+    workers = 0 if stored else params["loader"]["num_workers"]
     n_val = _at_most(data_dir / "val.h5", recipe["n_val_jets"])
     n_test = _at_most(data_dir / "test.h5", recipe["n_test_jets"])
     data = JetDataModule(data_dir, preprocessor, batch_size=batch_size, n_train=n_train,
-                         n_val=n_val, seed=seed, num_workers=workers)  # fmt: skip
+                         n_val=n_val, seed=seed, num_workers=workers,
+                         features=not stored)  # fmt: skip
     test = JetDataset(data_dir / "test.h5", preprocessor, batch_size=recipe["batch_size"],
-                      n_jets=n_test, seed=seed, shuffle=False)  # fmt: skip
+                      n_jets=n_test, seed=seed, shuffle=False, features=not stored)  # fmt: skip
     if task == "cwola":
         _check_sic_background(test)
     with tempfile.TemporaryDirectory() as ckpt_dir:
@@ -177,6 +194,7 @@ def finetune(
             callbacks=[best, stop],
             logger=False,
             enable_model_summary=False,
+            enable_progress_bar=False,
             num_sanity_val_steps=0,
         )
         trainer.fit(module, datamodule=data)
@@ -186,14 +204,35 @@ def finetune(
         )
     metrics, table = summarise(task, outputs)
     summary = {
-        "task": task, "backbone": info.get("backbone", backbone.stem), "mode": mode,
-        "n_train": n_train, "seed": seed, **_dataset_info(data_dir / "train.h5"), **metrics,
+        "task": task, "mode": mode, "n_train": n_train, "seed": seed,
+        **_dataset_info(data_dir / "train.h5"), **metrics,
         "best_val_loss": float(best.best_model_score), "steps": trainer.global_step,
-        "seconds": round(time.perf_counter() - tic, 1),
     }  # fmt: skip
-    with atomic_dir(out_dir) as tmp:
-        table.to_csv(tmp / "predictions.csv", index=False, float_format="%.5g")
-        (tmp / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("%s %s %s n=%d seed=%d: %s", task, summary["backbone"], mode, n_train, seed,
+    log.info("%s %s n=%d seed=%d: %s", task, mode, n_train, seed,
              {k: v for k, v in metrics.items() if not isinstance(v, dict)})  # fmt: skip
+    return summary, table
+
+
+def write_run(folder: Path, summary: dict, table: pd.DataFrame) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / "predictions.csv", index=False, float_format="%.5g")
+    (folder / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def finetune(task: str, backbone: Path, mode: str, n_train: int | None, seed: int,
+             params: dict, data_dir: Path, preprocessor: Path, out_dir: Path) -> dict:  # fmt: skip
+    """One run (`train_and_test`) of the backbone stored at `backbone`; writes
+    `out_dir/{metrics.json, predictions.csv}`."""
+    tic = time.perf_counter()
+    encoder, info = load_backbone(backbone)
+    if mode == "frozen":
+        encoder = StoredEncoder(encoder, stored_outputs(
+            encoder, data_dir, preprocessor, params["finetune"]["recipe"], [n_train], [seed],
+            params["seed"]))  # fmt: skip
+    summary, table = train_and_test(task, encoder, mode, n_train, seed, params, data_dir,
+                                    preprocessor)  # fmt: skip
+    summary = {"backbone": info.get("backbone", backbone.stem), **summary,
+               "seconds": round(time.perf_counter() - tic, 1)}  # fmt: skip
+    with atomic_dir(out_dir) as tmp:
+        write_run(tmp, summary, table)
     return summary

@@ -34,10 +34,7 @@ FIGURES = {"jetclass": ("jetclass", "cwola"), "btag": ("btag", "vertex", "track"
 def _rows(table: pd.DataFrame, task: str, mode: str) -> pd.DataFrame:
     metric = PANELS[task][0]
     rows = table[(table["task"] == task) & (table["mode"] == mode) & (table["metric"] == metric)]
-    if rows.empty:
-        raise InputError(f"no '{metric}' of task '{task}' in mode '{mode}' in the aggregated "
-                         "results")  # fmt: skip
-    if PANELS[task][1] == "bin":  # binned metrics: the largest training set of the grid
+    if PANELS[task][1] == "bin" and not rows.empty:  # binned metrics: the largest training set of the grid
         rows = rows[rows["size"] == rows["size"].max()]
     return rows
 
@@ -57,7 +54,15 @@ def draw_panel(ax, table: pd.DataFrame, task: str, mode: str) -> None:
     """One panel: every backbone's mean (line, or points when there is one x value) and its
     spread over seeds (band, or error bars), with the test set's error where it has one."""
     metric, x, xlabel, ylabel, logx = PANELS[task]
-    rows = _with_errors(_rows(table, task, mode), table, metric)
+    rows = _rows(table, task, mode)
+    if rows.empty:  # the grid runs this task in another mode only (finetune.grid.finetuned_sizes)
+        ax.text(0.5, 0.5, f"No {MODE_TITLES.get(mode, mode).lower()} runs\nof this task in "
+                "finetune.grid", ha="center", va="center", transform=ax.transAxes)  # fmt: skip
+        ax.set_xticks([])
+        ax.set_yticks([])
+        label(ax, rlabel=DATASETS[task])
+        return
+    rows = _with_errors(rows, table, metric)
     known = [b for b in BACKBONE_NAMES if b in set(rows["backbone"])]
     order = known + sorted(set(rows["backbone"]) - set(known))
     single = rows[x].nunique() == 1
@@ -100,11 +105,14 @@ def draw(family: str, summary: pd.DataFrame, binned: pd.DataFrame, mode: str) ->
     """Figure family `jetclass` (Fig. 2 / 6) or `btag` (Fig. 3 / 7) of `mode`."""
     if family not in FIGURES:
         raise InputError(f"figure family '{family}' is not one of {list(FIGURES)}")
-    use_style()
     tasks = FIGURES[family]
+    tables = {task: binned if PANELS[task][1] == "bin" else summary for task in tasks}
+    if all(_rows(tables[task], task, mode).empty for task in tasks):
+        raise InputError(f"no runs of mode '{mode}' of the tasks {', '.join(tasks)} in the "
+                         "aggregated results")  # fmt: skip
+    use_style()
     fig, axes = plt.subplots(1, len(tasks), figsize=(8 * len(tasks), 7), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
-        table = binned if PANELS[task][1] == "bin" else summary
-        draw_panel(ax, table, task, mode)
+        draw_panel(ax, tables[task], task, mode)
     fig.tight_layout()
     return fig

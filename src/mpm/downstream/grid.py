@@ -1,0 +1,53 @@
+"""A backbone's downstream runs on one task: every mode, training-set size and seed of params
+`finetune.grid`, in one process (a run costs seconds; starting a process for each would cost
+more than the run). Frozen runs train their heads on the backbone's outputs stored once for
+all of them (mpm.downstream.embeddings)."""
+
+import logging
+import time
+from pathlib import Path
+
+from mpm.atomic import atomic_dir
+from mpm.downstream.embeddings import StoredEncoder
+from mpm.downstream.layout import cwola_dataset, grid_sizes, run_name
+from mpm.downstream.run import stored_outputs, train_and_test, write_run
+from mpm.models.backbone import load_backbone
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+def run_grid(task: str, backbone: Path, params: dict, data: Path, preprocessor: Path,
+             out_dir: Path) -> list[dict]:  # fmt: skip
+    """Every run of `backbone` on `task` in params `finetune.grid`; writes each run's
+    `metrics.json` and `predictions.csv` to `out_dir/<mode>-<size>-s<seed>/` (all of them or,
+    if one fails, none). `data`: the task's dataset folder (CWoLa: the folder of its datasets,
+    one per size and seed)."""
+    grid = params["finetune"]["grid"]
+    seeds = grid["seeds"]
+    runs = [(mode, size, seed) for mode in grid["modes"]
+            for size in grid_sizes(grid, task, mode) for seed in seeds]  # fmt: skip
+    summaries, name = [], backbone.stem
+    with atomic_dir(out_dir) as tmp, tqdm(total=len(runs), desc=f"{task} {name}",
+                                          unit="run") as bar:  # fmt: skip
+        frozen = None
+        for mode, size, seed in runs:
+            tic = time.perf_counter()
+            n_train = size if task != "cwola" else None  # CWoLa trains on every mixed jet
+            folder = cwola_dataset(data, size, seed) if task == "cwola" else data
+            encoder, info = load_backbone(backbone)  # afresh: a fine-tuned run changes it
+            if mode == "frozen":
+                if frozen is None or task == "cwola":  # CWoLa: each dataset its own jets
+                    frozen = StoredEncoder(encoder, stored_outputs(
+                        encoder, folder, preprocessor, params["finetune"]["recipe"],
+                        [n_train] if task == "cwola" else grid_sizes(grid, task, mode),
+                        [seed] if task == "cwola" else seeds, params["seed"]))  # fmt: skip
+                encoder = frozen
+            summary, table = train_and_test(task, encoder, mode, n_train, seed, params, folder,
+                                            preprocessor)  # fmt: skip
+            summary = {"backbone": info.get("backbone", name), **summary,
+                       "seconds": round(time.perf_counter() - tic, 1)}  # fmt: skip
+            write_run(tmp / run_name(mode, size, seed), summary, table)
+            summaries.append(summary)
+            bar.update()
+    return summaries
