@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
     parser.add_argument("--backbone", required=True, help="backbone artifact (.pt)")
     parser.add_argument("--data", required=True,
-                        help="converted dataset folder (cwola: the folder of its datasets)")  # fmt: skip
+                        help="converted dataset folder (cwola: that of its datasets)")
     parser.add_argument("--preprocessor", default="data/preprocessor/quantile.joblib")
     parser.add_argument("--out", required=True, help="the runs' folder")
 

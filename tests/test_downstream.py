@@ -156,8 +156,9 @@ def _backbone(path, features="all"):
     return path
 
 
-def test_stored_outputs_are_the_encoders_on_the_chunks_noise_whatever_else_is_stored(jetclass,
-                                                                                      tmp_path):  # fmt: skip
+def test_stored_outputs_are_the_encoders_on_their_chunks_noise_whatever_else_is_stored(
+    jetclass, tmp_path
+):
     root, _ = jetclass
     path, pre = root / "jetclass/train.h5", root / "pre.joblib"
     encoder, _ = load_backbone(_backbone(tmp_path / "b.pt"))

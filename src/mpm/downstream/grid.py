@@ -7,12 +7,13 @@ import logging
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from mpm.atomic import atomic_dir
 from mpm.downstream.embeddings import StoredEncoder
 from mpm.downstream.layout import cwola_dataset, grid_sizes, run_name
 from mpm.downstream.run import stored_outputs, train_and_test, write_run
 from mpm.models.backbone import load_backbone
-from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 

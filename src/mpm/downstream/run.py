@@ -137,7 +137,8 @@ def summarise(task: str, outputs: list[dict]) -> tuple[dict, pd.DataFrame]:
 
 
 def stored_outputs(encoder: JetEncoder, data_dir: Path, preprocessor: Path, recipe: dict,
-                   sizes: list[int | None], seeds: list[int], seed: int) -> dict[str, StoredOutputs]:  # fmt: skip
+                   sizes: list[int | None], seeds: list[int],
+                   seed: int) -> dict[str, StoredOutputs]:  # fmt: skip
     """The frozen `encoder`'s outputs for every jet that runs of `sizes` x `seeds` read from
     `data_dir` (training subsets, validation and test jets); `seed` draws the preprocessing
     noise."""

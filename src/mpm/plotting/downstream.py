@@ -34,7 +34,7 @@ FIGURES = {"jetclass": ("jetclass", "cwola"), "btag": ("btag", "vertex", "track"
 def _rows(table: pd.DataFrame, task: str, mode: str) -> pd.DataFrame:
     metric = PANELS[task][0]
     rows = table[(table["task"] == task) & (table["mode"] == mode) & (table["metric"] == metric)]
-    if PANELS[task][1] == "bin" and not rows.empty:  # binned metrics: the largest training set of the grid
+    if PANELS[task][1] == "bin" and not rows.empty:  # binned: the grid's largest training set
         rows = rows[rows["size"] == rows["size"].max()]
     return rows
 
