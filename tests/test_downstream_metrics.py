@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import balanced_accuracy_score
+from scipy.sparse.csgraph import connected_components
+from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score
 
 from mpm.downstream.metrics import (
+    joined_tracks,
     n_secondary_vertices,
-    partition_from_edges,
     sic,
     sic_error,
     vertex_ari,
@@ -45,21 +46,46 @@ def test_sic_error_covers_the_spread_of_test_sets_and_shrinks_with_background():
     assert sic_error(*test_set(5000), n_boot=100) < 0.6 * np.mean(errors)
 
 
-def test_partition_from_edges_is_transitive_and_ari_scores_it():
+def _one_jet(scores, truth):
+    return scores[None], np.ones((1, len(truth)), bool), np.asarray(truth)[None]
+
+
+def test_tracks_are_joined_transitively_and_ari_scores_the_partition():
     scores = np.zeros((5, 5))
     for i, j in [(0, 1), (1, 2), (3, 4)]:  # 0-1-2 chained, 3-4 paired
         scores[i, j] = scores[j, i] = 0.9
-    labels = partition_from_edges(scores)
-    assert labels[0] == labels[1] == labels[2] != labels[3] == labels[4]
-    assert vertex_ari(np.array([0, 0, 0, 1, 1]), labels) == 1.0
+    joined = joined_tracks(*_one_jet(scores, np.zeros(5))[:2])[0]
+    assert joined[0, 2] and joined[2, 0] and joined[3, 4] and not joined[0, 3]
+    assert vertex_ari(*_one_jet(scores, [0, 0, 0, 1, 1])) == [1.0]
     # ARI by hand: truth {0,1},{2,3}, prediction {0,1,2,3}: index 2 (pairs within true
     # clusters), expected (2 * 6) / 6 = 2, max 0.5 (2 + 6) = 4 -> (2 - 2) / (4 - 2) = 0.
-    assert vertex_ari(np.array([0, 0, 1, 1]), np.zeros(4, int)) == 0.0
-    assert len(set(partition_from_edges(np.full((3, 3), 0.1)))) == 3  # nothing joined
+    assert vertex_ari(*_one_jet(np.ones((4, 4)), [0, 0, 1, 1])) == [0.0]
+    assert not joined_tracks(*_one_jet(np.full((3, 3), 0.1), np.zeros(3))[:2])[0].any(
+        where=~np.eye(3, dtype=bool))  # nothing joined
+
+
+def test_batched_ari_is_scikit_learns_on_scipys_connected_components_of_each_jet():
+    rng = np.random.default_rng(0)
+    b, n = 300, 9
+    lengths = rng.integers(0, n + 1, b)
+    mask = np.arange(n)[None] < lengths[:, None]
+    scores = rng.random((b, n, n)) ** 3  # sparse edges: components of varied sizes
+    scores = (scores + scores.transpose(0, 2, 1)) / 2
+    truth = rng.integers(0, 4, (b, n))
+    ari = vertex_ari(scores, mask, truth)
+    joined = joined_tracks(scores, mask)
+    for k in range(b):
+        m = lengths[k]
+        _, predicted = connected_components(np.triu(scores[k, :m, :m] > 0.5, 1), directed=False)
+        assert (joined[k, :m, :m] == (predicted[:, None] == predicted[None])).all()
+        assert not joined[k, m:].any() and not joined[k, :, m:].any()
+        assert ari[k] == pytest.approx(adjusted_rand_score(truth[k, :m], predicted), abs=1e-12)
+    sv = n_secondary_vertices(truth, mask)
+    assert list(sv) == [len(set(truth[k, : lengths[k]]) - {0}) for k in range(b)]
 
 
 def test_secondary_vertex_count_and_balanced_accuracy():
-    assert n_secondary_vertices(np.array([0, 0, 2, 1, 2])) == 2
-    assert n_secondary_vertices(np.array([0, 0])) == 0
+    truth = np.array([[0, 0, 2, 1, 2], [0, 0, 3, 3, 3]])
+    assert list(n_secondary_vertices(truth, np.arange(5) < np.array([[5], [2]]))) == [2, 0]
     # balanced accuracy: mean recall over classes, e.g. (1/2 + 1) / 2 = 0.75
     assert balanced_accuracy_score([0, 0, 1], [0, 1, 1]) == pytest.approx(0.75)

@@ -22,7 +22,6 @@ from mpm.downstream.embeddings import StoredEncoder, StoredOutputs, rows_of
 from mpm.downstream.finetune import TASKS, FinetuneModule
 from mpm.downstream.metrics import (
     n_secondary_vertices,
-    partition_from_edges,
     sic,
     sic_error,
     vertex_ari,
@@ -88,14 +87,13 @@ def jet_metrics(task: str, probs: np.ndarray, labels: np.ndarray) -> dict:
 
 def vertex_table(batches: dict[str, list[np.ndarray]]) -> pd.DataFrame:
     """Per test jet: its tracks, true secondary vertices and the ARI of the predicted partition."""
-    rows = []
+    parts = []
     for probs, mask, vertex in zip(batches["edge_probs"], batches["mask"], batches["vertex"]):
-        for p, m, v in zip(probs, mask, vertex):
-            n = int(m.sum())
-            truth = v[:n]
-            rows.append((n, n_secondary_vertices(truth),
-                         vertex_ari(truth, partition_from_edges(p[:n, :n]))))  # fmt: skip
-    return pd.DataFrame(rows, columns=["n_tracks", "n_secondary_vertices", "ari"])
+        mask = mask.astype(bool)
+        parts.append(pd.DataFrame({"n_tracks": mask.sum(1),
+                                   "n_secondary_vertices": n_secondary_vertices(vertex, mask),
+                                   "ari": vertex_ari(probs, mask, vertex)}))  # fmt: skip
+    return pd.concat(parts, ignore_index=True)
 
 
 def track_table(batches: dict[str, list[np.ndarray]]) -> pd.DataFrame:
