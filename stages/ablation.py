@@ -10,6 +10,11 @@ that see only the kinematic features (1-2). --results receives
 run.json (the run's settings), pretrain.json, the training curves (curves/metrics.csv) and the
 probe run (probe/), all at once when both steps succeeded; --checkpoints lets a killed
 pre-training resume.
+
+--curve (the decoder curve): the row's regression backbone on the profile's own schedule to
+`ablation.curve.steps`, its encoder saved every `ablation.curve.probe_every` steps (in
+--checkpoints/snapshots) and each snapshot probed: --results gets probe-step<N>/ and
+curve.json (steps and accuracies) instead of probe/.
 """
 
 import argparse
@@ -17,18 +22,22 @@ import json
 from pathlib import Path
 
 from mpm.ablation import (
+    CURVE_BACKBONE,
     FINAL_ROW,
     TABLE1_BACKBONES,
+    curve_params,
     probe,
     run_params,
+    validate_curve_params,
     validate_probe_params,
 )
 from mpm.atomic import atomic_dir
 from mpm.cli import run_stage
+from mpm.errors import InputError
 from mpm.params import fraction, get, one_of, positive_int
 from mpm.training.fit import is_rank_zero
 from mpm.training.pretrain import validate_params as validate_pretrain
-from mpm.training.run import pretrain
+from mpm.training.run import EncoderSnapshots, pretrain
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--row", required=True, type=int, help=f"Table 1 row, 1-{FINAL_ROW - 1}")
     parser.add_argument("--decoder-depth", type=int, help="Fig. 5: decoder depth of the run")
     parser.add_argument("--mask-rate", type=float, help="Fig. 5: mask rate of the run")
+    parser.add_argument("--curve", action="store_true",
+                        help=f"the decoder curve: the row ({CURVE_BACKBONE}) on the profile's "
+                        "schedule to ablation.curve.steps, probed every probe_every")
     parser.add_argument("--data", default="data/processed/jetclass", help="converted JetClass")
     parser.add_argument("--preprocessor", default="data/preprocessor/quantile.joblib")
     parser.add_argument("--tokenizer", help="k-means tokenizer file (kmeans backbone)")
@@ -54,7 +66,13 @@ def body(params: dict, args: argparse.Namespace) -> None:
         fraction(args.mask_rate, "--mask-rate")
     for key in ("steps", "warmup_steps", "val_every_steps"):
         positive_int(get(params, f"ablation.pretrain.{key}"), f"ablation.pretrain.{key}")
-    params = run_params(params, args.row, args.decoder_depth, args.mask_rate)
+    if args.curve:
+        validate_curve_params(params)
+        if backbone != CURVE_BACKBONE or args.decoder_depth or args.mask_rate:
+            raise InputError(f"--curve runs the {CURVE_BACKBONE} backbone of a Table 1 row only")
+        params = curve_params(params, args.row)
+    else:
+        params = run_params(params, args.row, args.decoder_depth, args.mask_rate)
     validate_pretrain(params)
     validate_probe_params(params)
     data, preprocessor = Path(args.data), Path(args.preprocessor)
@@ -66,11 +84,15 @@ def body(params: dict, args: argparse.Namespace) -> None:
         tokenizer = args.kinematic_tokenizer
     tokenizer = None if tokenizer is None else Path(tokenizer)
 
+    snapshots = Path(args.checkpoints) / "snapshots"
+    every = get(params, "pretrain.val_every_steps")
+    callbacks = (EncoderSnapshots(snapshots, every, params["model"]["encoder"], backbone),)
+
     def pretrain_into(results: Path) -> None:
         # the probe is the metric here: the pre-training linear-probe health check is skipped
         pretrain(backbone, params, data, preprocessor, Path(args.out), Path(args.checkpoints),
-                 results / "curves", results / "pretrain.json", tokenizer,
-                 linear_probe=False)  # fmt: skip
+                 results / "curves", results / "pretrain.json", tokenizer, linear_probe=False,
+                 callbacks=callbacks if args.curve else ())  # fmt: skip
 
     if not is_rank_zero():  # DDP: the other ranks only take part in the pre-training
         pretrain_into(Path(args.results))
@@ -78,7 +100,14 @@ def body(params: dict, args: argparse.Namespace) -> None:
     with atomic_dir(args.results) as results:
         (results / "run.json").write_text(json.dumps(run, indent=2) + "\n")
         pretrain_into(results)
-        probe(Path(args.out), params, data, preprocessor, results / "probe")
+        if not args.curve:
+            probe(Path(args.out), params, data, preprocessor, results / "probe")
+            return
+        steps = range(every, get(params, "pretrain.steps") + 1, every)
+        accuracy = [probe(snapshots / f"step{s}.pt", params, data, preprocessor,
+                          results / f"probe-step{s}")["accuracy"] for s in steps]  # fmt: skip
+        (results / "curve.json").write_text(json.dumps(
+            {**run, "probe_steps": list(steps), "accuracy": accuracy}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import yaml
 from conftest import REPO, run_stage
 from mpm.ablation import FINAL_ROW, TABLE1_ROWS, run_names, run_params, table1_rows
 from mpm.errors import InputError
+from mpm.plotting.decoder_curve import crossing
 from mpm.tables import (
     PAPER_TABLE1,
     REFERENCE,
@@ -223,6 +224,52 @@ def test_ablation_stage_pretrains_a_row_and_probes_it_frozen(jetclass, tmp_path)
                      "--out", str(again))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads((again / "metrics.json").read_text())["accuracy"] == probe["accuracy"]
+
+
+def test_a_decoder_curve_run_probes_its_snapshots_and_the_figure_finds_the_crossing(jetclass,
+                                                                                     tmp_path):
+    root, params = jetclass
+    recipe = {**params["finetune"]["recipe"], "n_val_jets": 20, "n_test_jets": 40}
+    params = {**params, "finetune": {**params["finetune"], "recipe": recipe}}
+    params["ablation"] = {**params["ablation"], "probe": {"jets": 40, "seed": 0, "max_steps": 10,
+                                                          "n_test_jets": 30},
+                          "curve": {"rows": [4, 5], "steps": 6, "probe_every": 3}}  # fmt: skip
+    for row in (4, 5):
+        proc = run_stage("ablation.py", params, tmp_path, "--backbone", "regression", "--row",
+                         str(row), "--curve", "--data", str(root / "jetclass"), "--preprocessor",
+                         str(root / "pre.joblib"), "--out", str(tmp_path / f"b{row}.pt"),
+                         "--checkpoints", str(tmp_path / f"ckpt{row}"),
+                         "--results", str(tmp_path / f"curve/row{row}"))  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    curve = json.loads((tmp_path / "curve/row5/curve.json").read_text())
+    assert curve["row"] == 5 and curve["steps"] == 6 and curve["probe_steps"] == [3, 6]
+    assert (tmp_path / "ckpt5/snapshots/step3.pt").is_file()  # kept with the checkpoints
+    probes = [json.loads((tmp_path / f"curve/row5/probe-step{s}/metrics.json").read_text())
+              for s in (3, 6)]  # fmt: skip
+    assert [p["accuracy"] for p in probes] == curve["accuracy"]
+    proc = run_stage("probe.py", params, tmp_path, "--backbone", str(tmp_path / "b5.pt"), "--data",
+                     str(root / "jetclass"), "--preprocessor", str(root / "pre.joblib"),
+                     "--out", str(tmp_path / "random"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    metrics = tmp_path / "decoder_curve.json"
+    proc = run_stage("plot_decoder_curve.py", params, tmp_path, "--curves", str(tmp_path / "curve"),
+                     "--random", str(tmp_path / "random"), "--figure", str(tmp_path / "fig"),
+                     "--metrics", str(metrics))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    gains = json.loads(metrics.read_text())["row5_minus_row4"]
+    row4 = json.loads((tmp_path / "curve/row4/curve.json").read_text())["accuracy"]
+    assert gains["steps"] == [3, 6] and gains["difference"] == pytest.approx(
+        [b - a for a, b in zip(row4, curve["accuracy"])], abs=1e-4)
+    assert (tmp_path / "fig.png").stat().st_size > 10_000
+
+
+def test_the_crossing_is_the_step_from_which_the_gain_keeps_its_final_sign():
+    curves = pd.DataFrame({"row": [4] * 4 + [5] * 4, "step": [1, 2, 3, 4] * 2,
+                           "accuracy": [0.5, 0.5, 0.5, 0.5, 0.4, 0.6, 0.45, 0.55],
+                           "error": [0.01] * 8})  # fmt: skip
+    result = crossing(curves, 4, 5)
+    assert result["crossing_step"] == 4 and result["difference"] == [-0.1, 0.1, -0.05, 0.05]
+    assert crossing(curves.assign(accuracy=[0.5] * 4 + [0.6] * 4), 4, 5)["crossing_step"] is None
 
 
 @pytest.mark.parametrize(

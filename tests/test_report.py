@@ -32,6 +32,10 @@ def _results(root):
     (root / "reconstruction.json").write_text(
         json.dumps({"n_jets": 20, "mask_rate": 0.4, "w1": w1})
     )
+    curve = {"row5_minus_row4": {"rows": [4, 5], "steps": [120, 240],
+                                 "difference": [-0.004, 0.031], "difference_error": [0.01, 0.01],
+                                 "crossing_step": 240}, "random_init_accuracy": 0.33}  # fmt: skip
+    (root / "ablation" / "decoder_curve.json").write_text(json.dumps(curve))
     (root / "figures").mkdir()
     for stem, _, _ in FIGURES:
         (root / "figures" / f"{stem}.png").write_bytes(b"\x89PNG")
@@ -57,6 +61,12 @@ def test_report_links_every_figure_and_prints_ours_beside_the_paper(tmp_path, pa
     assert "K-Means 3.500 ± 0.600 (+1.500, one seed: not resolved)" in text  # SIC errors
     assert "2.000 ± 0.400" in text
     assert "kmeans-row6" in text and "K-Means" in text.split("## Fig. 8")[1]
+    # what the scale resolves, in words; the decoder curve's gains and where they cross
+    assert "- jetclass finetuned at 1000: 1 of 1 pre-trained backbones above Random init by " \
+           "more than 2 standard errors (K-Means)." in text
+    assert "- cwola finetuned at 500: 0 of 1" in text
+    assert "120: -0.4 ± 1.0; 240: +3.1 ± 1.0. It ends above zero; the sign last changes at " \
+           "step 240." in text
 
 
 def test_report_links_the_frozen_figures_when_the_grid_has_them(tmp_path, params):

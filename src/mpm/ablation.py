@@ -42,6 +42,8 @@ TABLE1_ROWS: list[tuple[str, list[str]]] = [
 FINAL_ROW = len(TABLE1_ROWS)  # the profile's own backbones
 TABLE1_BACKBONES = ("regression", "kmeans")
 SWEEP_BASE_ROW = 6  # Fig. 5 varies one setting of this row (k-means + ID)
+# The decoder curve (ablation.curve): the backbone whose Table 1 gap the decoder closes most
+CURVE_BACKBONE = "regression"
 
 
 
@@ -97,6 +99,28 @@ def run_params(
         overrides.append(f"mask_rate={mask_rate}")
     return apply_overrides(params, overrides)
 
+
+
+def curve_params(params: dict, row: int) -> dict:
+    """The params of a decoder-curve run: Table 1 row `row` on the profile's own pre-training
+    schedule, to `ablation.curve.steps` steps, checkpointed (and probed) every
+    `ablation.curve.probe_every`."""
+    curve = params["ablation"]["curve"]
+    schedule = [f"pretrain.steps={curve['steps']}",
+                f"pretrain.val_every_steps={curve['probe_every']}"]
+    return apply_overrides(params, [*TABLE1_ROWS[row - 1][1], *schedule])
+
+
+def validate_curve_params(params: dict) -> None:
+    """One-line InputError for an invalid `ablation.curve`."""
+    rows = get(params, "ablation.curve.rows")
+    if not isinstance(rows, list) or any(r not in range(1, FINAL_ROW) for r in rows):
+        raise InputError(f"params: 'ablation.curve.rows' must list rows of 1-{FINAL_ROW - 1}, "
+                         f"got {rows!r}")  # fmt: skip
+    steps = positive_int(get(params, "ablation.curve.steps"), "ablation.curve.steps")
+    every = positive_int(get(params, "ablation.curve.probe_every"), "ablation.curve.probe_every")
+    if every > steps:
+        raise InputError("params: 'ablation.curve.probe_every' is above 'ablation.curve.steps'")
 
 
 def probe_params(params: dict) -> dict:

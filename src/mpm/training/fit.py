@@ -235,12 +235,13 @@ def fit(
     log_dir: Path,
     config: dict,
     extra_inputs: tuple[Path, ...] = (),
+    callbacks: tuple[L.Callback, ...] = (),
 ) -> dict:
     """Train `module` on the converted jets in `data_dir` as the run's params group `cfg`
     says (steps, batch_size, n_train_jets, n_val_jets, val_every_steps, grad_clip), resuming
     from `run_dir` when it holds a checkpoint of the same `config`, inputs and code; the curve
-    ends up in `log_dir/metrics.csv`. Returns {"steps", "final" (last logged metrics),
-    "jets_per_s"}."""
+    ends up in `log_dir/metrics.csv`; `callbacks` join the trainer's. Returns {"steps",
+    "final" (last logged metrics), "jets_per_s"}."""
     tic = time.perf_counter()
     fingerprint = run_fingerprint(config, [data_dir, preprocessor, *extra_inputs])
     resume = prepare_run_dir(run_dir, fingerprint, params["trainer"]["force_resume"])
@@ -267,7 +268,7 @@ def fit(
         # flushed at every checkpoint, so a resumed run keeps the curve up to its checkpoint
         logger=CSVLogger(run_dir, name="log", version="", flush_logs_every_n_steps=every),
         callbacks=[ModelCheckpoint(run_dir, save_last=True, every_n_train_steps=every),
-                   StepSeeds(params["seed"])],  # fmt: skip
+                   StepSeeds(params["seed"]), *callbacks],  # fmt: skip
         log_every_n_steps=10,
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -31,11 +31,12 @@ def pretrain(
     tokenizer: Path | None = None,
     model_out: Path | None = None,
     linear_probe: bool = True,
+    callbacks: tuple[L.Callback, ...] = (),
 ) -> dict:
     """Pre-train (or, for `random`, only initialise) one backbone and export it to `out`, and
     the whole pre-training model to `model_out` if given; `linear_probe` adds the linear-probe
-    health check to the metrics. Under DDP only rank 0 exports (the others return the
-    summary of their fit)."""
+    health check to the metrics; `callbacks` join the trainer's. Under DDP only rank 0
+    exports (the others return the summary of their fit)."""
     seed, cfg = params["seed"], params["pretrain"]
     encoder_cfg = params["model"]["encoder"]
     L.seed_everything(seed, workers=True, verbose=False)
@@ -54,7 +55,7 @@ def pretrain(
                   "model": params["model"], "pretrain": cfg}  # fmt: skip
         summary |= fit(
             module, cfg, params, data_dir, preprocessor, run_dir=checkpoints, log_dir=log_dir,
-            config=config, extra_inputs=(tokenizer,) if tokenizer else (),
+            config=config, extra_inputs=(tokenizer,) if tokenizer else (), callbacks=callbacks,
         )  # fmt: skip
         encoder = module.encoder
         if not is_rank_zero():
@@ -78,3 +79,21 @@ def pretrain(
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     log.info("%s: %d steps", backbone, summary["steps"])
     return summary
+
+
+class EncoderSnapshots(L.Callback):
+    """Saves the backbone every `every` training steps as `folder/step<N>.pt` (rank zero), for
+    probes along a pre-training (the decoder curve of the Table 1 ablation). The folder is the
+    run's checkpoint folder's, so a resumed run keeps the snapshots taken before it stopped."""
+
+    def __init__(self, folder: Path, every: int, encoder_cfg: dict, backbone: str):
+        self.folder, self.every = Path(folder), every
+        self.encoder_cfg, self.backbone = encoder_cfg, backbone
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.every == 0 and trainer.is_global_zero:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            save_backbone(pl_module.encoder, self.encoder_cfg,
+                          {"backbone": self.backbone, "steps": step},
+                          self.folder / f"step{step}.pt")  # fmt: skip
