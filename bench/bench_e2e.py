@@ -8,6 +8,9 @@ results/bench/e2e_<profile>.json. --log summarises a time-stamped log of such a 
 
     python bench/bench_e2e.py --profile smoke        # ~5 min
     python bench/bench_e2e.py --profile default      # ~1 hour
+
+The machine's speed just before the run (import torch, a matmul) is recorded beside the
+times: these machines differ by up to 2x from day to day. --keep DIR keeps the clone.
 """
 
 import argparse
@@ -38,9 +41,25 @@ def stage_times(lines: list[str], end: str) -> dict[str, float]:
     return seconds
 
 
-def run_profile(profile: str, log: Path) -> tuple[float, int]:
+MACHINE_PROBE = """
+import time; tic = time.perf_counter(); import torch; imported = time.perf_counter() - tic
+torch.set_num_threads(2); a = torch.randn(2048, 2048); a @ a; tic = time.perf_counter()
+for _ in range(10): a @ a
+print(round(imported, 2), round(10 * 2 * 2048**3 / (time.perf_counter() - tic) / 1e9, 1))
+"""
+
+
+def machine_speed() -> dict:
+    """How fast this machine is right now (its speed varies from day to day): seconds to
+    import torch, and GFLOP/s of a 2048^2 float32 matmul on 2 threads."""
+    out = subprocess.run([sys.executable, "-c", MACHINE_PROBE], capture_output=True, text=True,
+                         check=True).stdout.split()  # fmt: skip
+    return {"import_torch_s": float(out[0]), "matmul_gflops": float(out[1])}
+
+
+def run_profile(profile: str, log: Path, keep: Path | None = None) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
-        clone = Path(tmp) / "repo"
+        clone = keep or Path(tmp) / "repo"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
         if profile != "default":
             (clone / "params.yaml").write_text((clone / "profiles" / f"{profile}.yaml").read_text())
@@ -61,16 +80,20 @@ def main() -> None:
     parser.add_argument("--wall-s", type=float, help="with --log: the run's wall time")
     parser.add_argument("--out", help="default: results/bench/e2e_<profile>.json (the log: "
                         "the same name, .log)")  # fmt: skip
+    parser.add_argument("--keep", help="clone into this new folder and keep it (its dvc.lock "
+                        "and outputs are a complete run to adopt)")  # fmt: skip
     args = parser.parse_args()
     # the commit the clone runs (HEAD when the run starts; the repository may move on meanwhile)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()  # fmt: skip
     out = Path(args.out or REPO / "results" / "bench" / f"e2e_{args.profile}.json")
+    speed = None
     if args.log:
         log, wall, rc = Path(args.log), args.wall_s, 0
     else:
         log = out.with_suffix(".log")  # beside the result, so a trial run keeps the recorded one
-        wall, rc = run_profile(args.profile, log)
+        speed = machine_speed()
+        wall, rc = run_profile(args.profile, log, Path(args.keep) if args.keep else None)
     lines = log.read_text().splitlines()
     if rc or not lines:
         sys.exit(f"error: bench_e2e: dvc repro failed (exit {rc}); see {log}")
@@ -80,6 +103,7 @@ def main() -> None:
         families[name.split("@")[0]] += s
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine_speed_before": speed,
         "profile": args.profile,
         "commit": commit,
         "wall_s": round(wall if wall is not None else sum(seconds.values())),
