@@ -114,8 +114,8 @@ def _pretrain(tmp: Path, source: Path, backbone: str, message: str) -> Case:
 
 def _finetune(tmp: Path, source: Path, task: str, backbone: Path, message: str) -> Case:
     out = tmp / "run"
-    return Case("finetune", ["--task", task, "--backbone", str(backbone), "--mode", "frozen",
-                             "--size", "100", "--seed", "0", "--data", str(source / "jetclass"),
+    return Case("finetune", ["--task", task, "--backbone", str(backbone),
+                             "--data", str(source / "jetclass"),
                              "--preprocessor", str(source / "pre.joblib"), "--out", str(out)],
                 [out], message)  # fmt: skip
 

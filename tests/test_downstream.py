@@ -189,7 +189,8 @@ def test_a_frozen_run_on_stored_outputs_is_the_run_on_the_frozen_encoder(jetclas
     data_dir, pre = root / "jetclass", root / "pre.joblib"
     params = {**params, "finetune": {"head": HEAD, "recipe": RECIPE}}
     encoder, _ = load_backbone(_backbone(tmp_path / "b.pt", features="kinematic"))
-    stored = StoredEncoder(encoder, stored_outputs(encoder, data_dir, pre, RECIPE, [80], [3], 0))
+    stored = StoredEncoder(encoder, stored_outputs(encoder, data_dir, pre, RECIPE, [80], [3],
+                                                   params["seed"]))
     on_stored, table = train_and_test("jetclass", stored, "frozen", 80, 3, params, data_dir, pre)
     on_encoder, expected = train_and_test("jetclass", encoder, "frozen", 80, 3, params, data_dir,
                                           pre)  # fmt: skip

@@ -189,26 +189,30 @@ def test_reconstruct_bad_input_leaves_nothing(tmp_path, params, edit, model, mes
 
 
 @pytest.mark.parametrize(
-    "edit, args, message",
+    "edit, grid, message",
     [
-        ({}, {"--mode": "thawed"}, "'--mode' must be one of"),
-        ({}, {"--size": "many"}, "'--size' must be an integer"),
+        ({}, {"modes": ["thawed"]}, "'finetune.grid.modes' must list modes of finetuned, frozen"),
+        ({}, {"sizes": {"btag": "many"}}, "'finetune.grid.sizes.btag' must be a list"),
+        ({}, {"seeds": [-1]}, "'finetune.grid.seeds' must be a non-negative integer"),
+        ({}, {"finetuned_sizes": {"vertex": [7]}}, "'finetune.grid.finetuned_sizes.vertex' must "
+                                                   "be null or a list of the task's sizes"),
         ({"patience": 0}, {}, "'finetune.recipe.patience' must be a positive integer"),
         ({"max_steps": 5, "val_every_steps": 10}, {}, "'finetune.recipe.max_steps' is below"),
     ],
 )
-def test_finetune_bad_input_leaves_nothing(tmp_path, params, edit, args, message):
+def test_finetune_bad_input_leaves_nothing(tmp_path, params, edit, grid, message):
     params["finetune"]["recipe"].update(edit)
+    for key, value in grid.items():
+        if isinstance(value, dict):
+            params["finetune"]["grid"][key].update(value)
+        else:
+            params["finetune"]["grid"][key] = value
     argv = {
         "--task": "btag",
         "--backbone": str(tmp_path / "missing.pt"),
-        "--mode": "frozen",
-        "--size": "100",
-        "--seed": "0",
         "--data": str(tmp_path),
         "--out": str(tmp_path / "run"),
     }
-    argv.update(args)
     proc = run_stage("finetune.py", params, tmp_path, *[x for kv in argv.items() for x in kv])
     assert message in _assert_one_line_error(proc, "finetune")
     assert not (tmp_path / "run").exists()

@@ -145,7 +145,8 @@ def stored_outputs(encoder: JetEncoder, data_dir: Path, preprocessor: Path, reci
     outputs = {}
     for split, split_sizes in counts.items():
         path = data_dir / f"{split}.h5"
-        rows = [rows_of(path, n, s) for n in split_sizes for s in seeds]
+        split_seeds = [seed] if split == "test" else seeds  # one test set for every run
+        rows = [rows_of(path, n, s) for n in split_sizes for s in split_seeds]
         outputs[split] = StoredOutputs(encoder, path, preprocessor, np.concatenate(rows), seed)
     return outputs
 
@@ -162,7 +163,8 @@ def train_and_test(
 ) -> tuple[dict, pd.DataFrame]:
     """Fine-tune (or, `frozen`, train only the head on) `encoder` for `task` on `n_train`
     training jets of `data_dir` chosen by `seed` (None: all) with early stopping, and test the
-    best checkpoint: (the run's metrics, its per-jet or per-track predictions)."""
+    best checkpoint on the test jets chosen by params `seed`, the same for every run: (the
+    run's metrics, its per-jet or per-track predictions)."""
     cfg = params["finetune"]
     recipe = cfg["recipe"]
     L.seed_everything(seed, workers=True, verbose=False)
@@ -177,7 +179,8 @@ def train_and_test(
                          n_val=n_val, seed=seed, num_workers=workers,
                          features=not stored)  # fmt: skip
     test = JetDataset(data_dir / "test.h5", preprocessor, batch_size=recipe["batch_size"],
-                      n_jets=n_test, seed=seed, shuffle=False, features=not stored)  # fmt: skip
+                      n_jets=n_test, seed=params["seed"], shuffle=False,
+                      features=not stored)  # fmt: skip
     if task == "cwola":
         _check_sic_background(test)
     with tempfile.TemporaryDirectory() as ckpt_dir:
