@@ -94,11 +94,15 @@ def test_one_size_is_drawn_as_points_with_error_bars():
 
 def test_missing_mode_or_family_is_a_clear_error_and_a_task_missing_in_a_mode_says_so():
     summary, binned = tables()
-    with pytest.raises(InputError, match="no runs of mode 'frozen' of the tasks jetclass, cwola"):
+    with pytest.raises(InputError, match="no runs of mode 'frozen' in the aggregated results"):
         draw("jetclass", summary, binned, "frozen")
     fig = draw("btag", summary[summary["task"] != "btag"], binned, "finetuned")
     assert "No fine-tuned backbone runs" in fig.axes[0].texts[0].get_text()
     assert fig.axes[0].get_legend() is None and fig.axes[1].get_legend() is not None
+    plt.close(fig)
+    jetclass_only = summary[summary["task"] == "jetclass"]  # a family without any run of the mode
+    fig = draw("btag", jetclass_only, binned.iloc[:0], "finetuned")
+    assert all("No fine-tuned backbone runs" in ax.texts[0].get_text() for ax in fig.axes)
     plt.close(fig)
     with pytest.raises(InputError, match="figure family 'table'"):
         draw("table", summary, binned, "finetuned")

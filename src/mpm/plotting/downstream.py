@@ -107,9 +107,8 @@ def draw(family: str, summary: pd.DataFrame, binned: pd.DataFrame, mode: str) ->
         raise InputError(f"figure family '{family}' is not one of {list(FIGURES)}")
     tasks = FIGURES[family]
     tables = {task: binned if PANELS[task][1] == "bin" else summary for task in tasks}
-    if all(_rows(tables[task], task, mode).empty for task in tasks):
-        raise InputError(f"no runs of mode '{mode}' of the tasks {', '.join(tasks)} in the "
-                         "aggregated results")  # fmt: skip
+    if summary.empty or mode not in set(summary["mode"]):
+        raise InputError(f"no runs of mode '{mode}' in the aggregated results")
     use_style()
     fig, axes = plt.subplots(1, len(tasks), figsize=(8 * len(tasks), 7), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
