@@ -50,11 +50,11 @@ def test_report_links_every_figure_and_prints_ours_beside_the_paper(tmp_path, pa
     assert proc.returncode == 0, proc.stderr
     text = report.read_text()
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
-    assert len(links) == len(FIGURES) - 2  # the smoke grid has no frozen runs ...
+    assert len(links) == len(FIGURES) - 3  # the smoke grid has no frozen runs ...
     assert "Not drawn: `finetune.grid.modes` has no frozen runs" in text  # ... and says so
     assert all((report.parent / link).is_file() for link in links)  # relative to the report
-    for stem, _, caption in FIGURES:
-        assert (caption in text) != stem.endswith("_frozen")
+    for stem, _, caption in FIGURES:  # (and no BTag task in the fixture's headline)
+        assert (caption in text) != (stem.endswith("_frozen") or stem.startswith("downstream_btag"))
     assert re.search(r"\|\s*profile\s*\|\s*smoke\s*\|", text) and "| row | 51.0 |" in text
     # ours with the gain's standard error over seeds and the verdict, then the paper's
     assert "K-Means 0.450 (+0.050 ± 0.010, resolved)" in text and "84.3%" in text
@@ -76,7 +76,10 @@ def test_report_links_the_frozen_figures_when_the_grid_has_them(tmp_path, params
     report = results / "REPORT.md"
     args = ("--results", str(results), "--figures", str(results / "figures"), "--out", str(report))
     assert run_stage("report.py", params, tmp_path, *args).returncode == 0
-    assert len(re.findall(r"!\[[^]]*\]\(([^)]+)\)", report.read_text())) == len(FIGURES)
+    text = report.read_text()
+    # the headline has no BTag task in either mode: its figures are empty and say so
+    assert len(re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)) == len(FIGURES) - 2
+    assert "**Fig. 7: downstream_btag_frozen.** Empty: the grid runs none of its tasks" in text
 
 
 def test_report_names_a_missing_figure_and_writes_nothing(tmp_path, params):

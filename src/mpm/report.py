@@ -8,6 +8,7 @@ import pandas as pd
 
 from mpm.downstream.aggregate import RESOLVED_AT_STDERR
 from mpm.errors import InputError
+from mpm.plotting.downstream import FIGURES as FIGURE_TASKS
 from mpm.plotting.style import BACKBONE_NAMES
 from mpm.plotting.sweeps import read_sweeps
 from mpm.tables import read_json
@@ -219,6 +220,12 @@ def build_report(params: dict, results: Path, figures: Path, report: Path) -> st
         if mode is not None and mode not in modes:  # the profile's grid has no such runs
             out += [f"**{paper}: {stem}.** Not drawn: `finetune.grid.modes` has no {mode} runs.",
                     ""]  # fmt: skip
+            continue
+        family = stem.split("_")[1] if mode is not None else None
+        if family is not None and not any(mode in headline.get(task, {})
+                                          for task in FIGURE_TASKS[family]):  # fmt: skip
+            out += [f"**{paper}: {stem}.** Empty: the grid runs none of its tasks {mode} "
+                    "(`finetune.grid.finetuned_sizes`).", ""]  # fmt: skip
             continue
         png = figures / f"{stem}.png"
         if not png.exists():
