@@ -44,6 +44,18 @@ def test_overrides_change_only_urls_and_scale():
     assert after["download.jetclass.record_api"] == "http://127.0.0.1:1/api/records/6619768"
 
 
+def test_no_rehearsal_run_is_longer_than_the_smoke_profiles():
+    """A training length of the paper profile that the overrides miss (a new stage's steps)
+    would run for hours or days: every step count is at most the smoke profile's."""
+    smoke = _flat(yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text()))
+    params = _flat(rehearsal.rehearsal_params(PAPER, OVERRIDES, "http://127.0.0.1:1"))
+    lengths = [k for k in params if k.rsplit(".", 1)[-1].endswith("steps")
+               or k.endswith(".probe_every")]  # fmt: skip
+    assert "ablation.curve.steps" in lengths and "pretrain.steps" in lengths
+    longer = {k: (params[k], smoke[k]) for k in lengths if params[k] > smoke[k]}
+    assert not longer, f"rehearsal vs smoke: {longer}"
+
+
 @pytest.mark.parametrize(
     "key, value",
     [("data.source", "generated"), ("download.btag.files", []), ("pretrain.no_such_key", 1)],
