@@ -10,6 +10,7 @@ import torch
 
 from mpm.data import schema
 from mpm.data.h5io import CHUNK_JETS
+from mpm.data.loader import JetDataModule, JetDataset, make_loader
 from mpm.data.preprocess import load_preprocessor
 from mpm.downstream.cwola import build_cwola
 from mpm.downstream.embeddings import StoredEncoder, StoredOutputs
@@ -17,7 +18,8 @@ from mpm.downstream.finetune import FinetuneModule, backbone_lr_factor, pair_mas
 from mpm.downstream.grid import run_grid
 from mpm.downstream.heads import JetClassifier, TrackClassifier, VertexFinder
 from mpm.downstream.layout import run_name
-from mpm.downstream.run import finetune, stored_outputs, train_and_test
+from mpm.downstream.run import fit_with_lightning, finetune, stored_outputs, train_and_test
+from mpm.downstream.stored_fit import fit_stored_head, predict_stored
 from mpm.errors import InputError
 from mpm.models.backbone import load_backbone, save_backbone
 from mpm.models.encoder import JetEncoder
@@ -197,6 +199,42 @@ def test_a_frozen_run_on_stored_outputs_is_the_run_on_the_frozen_encoder(jetclas
     assert on_stored["steps"] == on_encoder["steps"] and on_stored["n_train"] == 80
     assert on_stored["best_val_loss"] == pytest.approx(on_encoder["best_val_loss"], rel=1e-4)
     np.testing.assert_allclose(table.to_numpy(), expected.to_numpy(), atol=1e-3)
+
+
+@pytest.mark.parametrize("task", ["jetclass", "vertex"])
+def test_the_plain_loop_on_stored_outputs_is_the_lightning_run_early_stopping_included(
+    task, jetclass, btag, tmp_path
+):
+    """The frozen runs' loop (no Lightning) against Lightning's on the same stored outputs:
+    the same steps, early stop, best validation loss and best head's predictions."""
+    root, params = jetclass
+    data_dir, pre = (root / "jetclass", root / "pre.joblib") if task == "jetclass" else btag
+    # a head rate that overshoots: validation stops improving and the run stops early
+    recipe = {**RECIPE, "head_lr": 0.3, "max_steps": 60, "val_every_steps": 2, "patience": 2}
+    encoder, _ = load_backbone(_backbone(tmp_path / "b.pt"))
+    outputs = stored_outputs(encoder, data_dir, pre, recipe, [80], [3], params["seed"])
+    runs = []
+    for fit in ("plain", "lightning"):
+        torch.manual_seed(0)
+        module = FinetuneModule(StoredEncoder(encoder, outputs), task, "frozen", HEAD, recipe)
+        data = JetDataModule(data_dir, pre, batch_size=16, n_train=80, n_val=40, seed=3,
+                             features=False)  # fmt: skip
+        test = JetDataset(data_dir / "test.h5", pre, batch_size=16, n_jets=60,
+                          seed=params["seed"], shuffle=False, features=False)  # fmt: skip
+        if fit == "plain":
+            data.setup()
+            loss, steps = fit_stored_head(module, data.train_dataloader(), data.val_dataloader())
+            predicted = predict_stored(module, make_loader(test, 0))
+        else:
+            loss, steps, predicted = fit_with_lightning(module, data, test, recipe, params, 0)
+        runs.append((loss, steps, predicted))
+    (plain_loss, plain_steps, plain), (loss, steps, expected) = runs
+    assert plain_steps == steps < recipe["max_steps"]
+    assert plain_loss == pytest.approx(loss, rel=1e-5)
+    assert len(plain) == len(expected)
+    for got, want in zip(plain, expected):
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5)
 
 
 def test_a_backbones_grid_is_its_single_runs_and_writes_all_or_nothing(jetclass, tmp_path):

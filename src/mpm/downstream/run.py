@@ -20,6 +20,7 @@ from mpm.data.h5io import open_jets
 from mpm.data.loader import JetDataModule, JetDataset, make_loader
 from mpm.downstream.embeddings import StoredEncoder, StoredOutputs, rows_of
 from mpm.downstream.finetune import TASKS, FinetuneModule
+from mpm.downstream.stored_fit import fit_stored_head, predict_stored
 from mpm.downstream.metrics import (
     n_secondary_vertices,
     sic,
@@ -151,6 +152,34 @@ def stored_outputs(encoder: JetEncoder, data_dir: Path, preprocessor: Path, reci
     return outputs
 
 
+def fit_with_lightning(module: FinetuneModule, data: JetDataModule, test: JetDataset,
+                       recipe: dict, params: dict,
+                       workers: int) -> tuple[float, int, list[dict]]:  # fmt: skip
+    """A run whose backbone runs at every step, with Lightning (devices, precision): (the best
+    validation loss, steps taken, the best checkpoint's predictions on `test`)."""
+    with tempfile.TemporaryDirectory() as ckpt_dir:
+        best = ModelCheckpoint(ckpt_dir, monitor="val/loss", mode="min", save_top_k=1)
+        stop = EarlyStopping("val/loss", patience=recipe["patience"], mode="min")
+        trainer = L.Trainer(
+            **trainer_kwargs(params["trainer"], distributed=False),
+            max_steps=recipe["max_steps"],
+            max_epochs=-1,
+            val_check_interval=recipe["val_every_steps"],
+            check_val_every_n_epoch=None,
+            gradient_clip_val=recipe["grad_clip"],
+            callbacks=[best, stop],
+            logger=False,
+            enable_model_summary=False,
+            enable_progress_bar=False,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(module, datamodule=data)
+        outputs = trainer.predict(
+            module, make_loader(test, workers), ckpt_path=best.best_model_path
+        )
+    return float(best.best_model_score), trainer.global_step, outputs
+
+
 def train_and_test(
     task: str,
     encoder: JetEncoder | StoredEncoder,
@@ -183,32 +212,20 @@ def train_and_test(
                       features=not stored)  # fmt: skip
     if task == "cwola":
         _check_sic_background(test)
-    with tempfile.TemporaryDirectory() as ckpt_dir:
-        best = ModelCheckpoint(ckpt_dir, monitor="val/loss", mode="min", save_top_k=1)
-        stop = EarlyStopping("val/loss", patience=recipe["patience"], mode="min")
-        trainer = L.Trainer(
-            **trainer_kwargs(params["trainer"], distributed=False),
-            max_steps=recipe["max_steps"],
-            max_epochs=-1,
-            val_check_interval=recipe["val_every_steps"],
-            check_val_every_n_epoch=None,
-            gradient_clip_val=recipe["grad_clip"],
-            callbacks=[best, stop],
-            logger=False,
-            enable_model_summary=False,
-            enable_progress_bar=False,
-            num_sanity_val_steps=0,
-        )
-        trainer.fit(module, datamodule=data)
-        n_train = data.datasets["train"].n_jets
-        outputs = trainer.predict(
-            module, make_loader(test, workers), ckpt_path=best.best_model_path
-        )
+    if stored:
+        data.setup()
+        best_val_loss, steps = fit_stored_head(module, data.train_dataloader(),
+                                               data.val_dataloader())  # fmt: skip
+        outputs = predict_stored(module, make_loader(test, workers))
+    else:
+        best_val_loss, steps, outputs = fit_with_lightning(module, data, test, recipe, params,
+                                                           workers)  # fmt: skip
+    n_train = data.datasets["train"].n_jets
     metrics, table = summarise(task, outputs)
     summary = {
         "task": task, "mode": mode, "n_train": n_train, "seed": seed,
         **_dataset_info(data_dir / "train.h5"), **metrics,
-        "best_val_loss": float(best.best_model_score), "steps": trainer.global_step,
+        "best_val_loss": best_val_loss, "steps": steps,
     }  # fmt: skip
     log.info("%s %s n=%d seed=%d: %s", task, mode, n_train, seed,
              {k: v for k, v in metrics.items() if not isinstance(v, dict)})  # fmt: skip
