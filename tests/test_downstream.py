@@ -237,6 +237,34 @@ def test_the_plain_loop_on_stored_outputs_is_the_lightning_run_early_stopping_in
             np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5)
 
 
+def test_frozen_runs_whose_stored_outputs_do_not_fit_in_memory_run_the_backbone(
+    jetclass, tmp_path, monkeypatch
+):
+    """At the paper's sizes (100M jets x 5 seeds) the stored outputs would take petabytes:
+    those runs train on the frozen backbone itself, with the same results (kinematic
+    features: no preprocessing noise, so stored and live outputs are equal)."""
+    import mpm.downstream.run as run
+
+    root, params = jetclass
+    data_dir, pre = root / "jetclass", root / "pre.joblib"
+    grid = {"backbones": ["random"], "modes": ["frozen"], "seeds": [0], "cwola_signal": [],
+            "sizes": {"jetclass": [40, 80]}, "finetuned_sizes": {"jetclass": None}}  # fmt: skip
+    params = {**params, "finetune": {"head": HEAD, "recipe": RECIPE, "grid": grid}}
+    backbone = _backbone(tmp_path / "random.pt", features="kinematic")
+    stores = []
+    store = run.stored_outputs
+    monkeypatch.setattr(run, "stored_outputs", lambda *a: stores.append(a) or store(*a))
+    stored = run_grid("jetclass", backbone, params, data_dir, pre, tmp_path / "stored")
+    assert len(stores) == 1  # the tiny grid fits: one store for both sizes
+    monkeypatch.setattr(run, "memory_budget", lambda: 0)
+    live = run_grid("jetclass", backbone, params, data_dir, pre, tmp_path / "live")
+    assert len(stores) == 1
+    for a, b in zip(stored, live):
+        assert (a["n_train"], a["steps"]) == (b["n_train"], b["steps"])
+        assert a["accuracy"] == pytest.approx(b["accuracy"], abs=0.02)
+        assert a["best_val_loss"] == pytest.approx(b["best_val_loss"], rel=1e-4)
+
+
 def test_a_backbones_grid_is_its_single_runs_and_writes_all_or_nothing(jetclass, tmp_path):
     root, params = jetclass
     data_dir, pre = root / "jetclass", root / "pre.joblib"

@@ -8,6 +8,7 @@ parameters of neutral constituents), fixed by `seed` and the jet's file position
 fresh draw at every pass.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,19 @@ def rows_of(path: Path, n_jets: int | None, seed: int) -> np.ndarray:
     if not len(starts):
         return np.zeros(0, dtype=np.int64)
     return np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths)])
+
+
+def memory_budget() -> int:
+    """Bytes a set of runs' stored outputs may take: a quarter of this machine's memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def stored_bytes(encoder: JetEncoder, path: Path, n_rows: int) -> int:
+    """About the bytes `StoredOutputs` takes for `n_rows` jets of `path` (float32 outputs of
+    the registers and constituents, as many per jet as in the file's first chunk)."""
+    with open_jets(path) as file:
+        per_jet = float(file[schema.H5_MASK][:CHUNK_JETS].sum(1).mean()) + encoder.n_registers
+    return int(n_rows * per_jet * encoder.dim * 4)
 
 
 class StoredOutputs:

@@ -1,8 +1,10 @@
 """A backbone's downstream runs on one task: every mode, training-set size and seed of params
 `finetune.grid`, in one process (a run costs seconds; starting a process for each would cost
 more than the run). Frozen runs train their heads on the backbone's outputs stored once for
-all of them (mpm.downstream.embeddings)."""
+all of them (mpm.downstream.embeddings) where those fit in memory, else on the backbone run
+at every step."""
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -10,9 +12,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mpm.atomic import atomic_dir
-from mpm.downstream.embeddings import StoredEncoder
 from mpm.downstream.layout import cwola_dataset, grid_sizes, run_name
-from mpm.downstream.run import stored_outputs, train_and_test, write_run
+from mpm.downstream.run import frozen_backbone, train_and_test, with_backbone, write_run
 from mpm.models.backbone import load_backbone
 
 log = logging.getLogger(__name__)
@@ -28,26 +29,28 @@ def run_grid(task: str, backbone: Path, params: dict, data: Path, preprocessor: 
     seeds = grid["seeds"]
     runs = [(mode, size, seed) for mode in grid["modes"]
             for size in grid_sizes(grid, task, mode) for seed in seeds]  # fmt: skip
-    summaries, name = [], backbone.stem
-    with atomic_dir(out_dir) as tmp, tqdm(total=len(runs), desc=f"{task} {name}",
+    summaries = []
+    recipe = params["finetune"]["recipe"]
+    loaded, info = load_backbone(backbone)
+    with atomic_dir(out_dir) as tmp, tqdm(total=len(runs), desc=f"{task} {backbone.stem}",
                                           unit="run") as bar:  # fmt: skip
         frozen = None
         for mode, size, seed in runs:
             tic = time.perf_counter()
             n_train = size if task != "cwola" else None  # CWoLa trains on every mixed jet
             folder = cwola_dataset(data, size, seed) if task == "cwola" else data
-            encoder, info = load_backbone(backbone)  # afresh: a fine-tuned run changes it
             if mode == "frozen":
                 if frozen is None or task == "cwola":  # CWoLa: each dataset its own jets
-                    frozen = StoredEncoder(encoder, stored_outputs(
-                        encoder, folder, preprocessor, params["finetune"]["recipe"],
+                    frozen = frozen_backbone(
+                        copy.deepcopy(loaded), folder, preprocessor, recipe,
                         [n_train] if task == "cwola" else grid_sizes(grid, task, mode),
-                        [seed] if task == "cwola" else seeds, params["seed"]))  # fmt: skip
+                        [seed] if task == "cwola" else seeds, params["seed"])  # fmt: skip
                 encoder = frozen
+            else:
+                encoder = copy.deepcopy(loaded)  # afresh: a fine-tuned run changes it
             summary, table = train_and_test(task, encoder, mode, n_train, seed, params, folder,
                                             preprocessor)  # fmt: skip
-            summary = {"backbone": info.get("backbone", name), **summary,
-                       "seconds": round(time.perf_counter() - tic, 1)}  # fmt: skip
+            summary = with_backbone(summary, info, backbone, tic)
             write_run(tmp / run_name(mode, size, seed), summary, table)
             summaries.append(summary)
             bar.update()

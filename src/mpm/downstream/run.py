@@ -18,7 +18,13 @@ from mpm.atomic import atomic_dir
 from mpm.data import schema
 from mpm.data.h5io import open_jets
 from mpm.data.loader import JetDataModule, JetDataset, make_loader
-from mpm.downstream.embeddings import StoredEncoder, StoredOutputs, rows_of
+from mpm.downstream.embeddings import (
+    StoredEncoder,
+    StoredOutputs,
+    memory_budget,
+    rows_of,
+    stored_bytes,
+)
 from mpm.downstream.finetune import TASKS, FinetuneModule
 from mpm.downstream.stored_fit import fit_stored_head, predict_stored
 from mpm.downstream.metrics import (
@@ -135,16 +141,36 @@ def summarise(task: str, outputs: list[dict]) -> tuple[dict, pd.DataFrame]:
     }, table
 
 
+def _stored_counts(data_dir: Path, recipe: dict,
+                   sizes: list[int | None]) -> dict[str, list[int | None]]:  # fmt: skip
+    """Per split, the subset sizes that runs of `sizes` read from `data_dir`."""
+    return {"train": sizes, "val": [_at_most(data_dir / "val.h5", recipe["n_val_jets"])],
+            "test": [_at_most(data_dir / "test.h5", recipe["n_test_jets"])]}  # fmt: skip
+
+
+def fits_in_memory(encoder: JetEncoder, data_dir: Path, recipe: dict, sizes: list[int | None],
+                   seeds: list[int]) -> bool:  # fmt: skip
+    """Whether `stored_outputs` of these runs fits `memory_budget()` (at the paper's sizes
+    it does not: a frozen run there runs the backbone at every step instead)."""
+    total = 0
+    for split, split_sizes in _stored_counts(data_dir, recipe, sizes).items():
+        path = data_dir / f"{split}.h5"
+        with open_jets(path) as file:
+            n_total = file[schema.H5_LABELS].shape[0]
+        n_seeds = 1 if split == "test" else len(seeds)
+        rows = sum(min(n or n_total, n_total) for n in split_sizes) * n_seeds
+        total += stored_bytes(encoder, path, min(rows, n_total))
+    return total <= memory_budget()
+
+
 def stored_outputs(encoder: JetEncoder, data_dir: Path, preprocessor: Path, recipe: dict,
                    sizes: list[int | None], seeds: list[int],
                    seed: int) -> dict[str, StoredOutputs]:  # fmt: skip
     """The frozen `encoder`'s outputs for every jet that runs of `sizes` x `seeds` read from
     `data_dir` (training subsets, validation and test jets); `seed` draws the preprocessing
     noise."""
-    counts = {"train": sizes, "val": [_at_most(data_dir / "val.h5", recipe["n_val_jets"])],
-              "test": [_at_most(data_dir / "test.h5", recipe["n_test_jets"])]}  # fmt: skip
     outputs = {}
-    for split, split_sizes in counts.items():
+    for split, split_sizes in _stored_counts(data_dir, recipe, sizes).items():
         path = data_dir / f"{split}.h5"
         split_seeds = [seed] if split == "test" else seeds  # one test set for every run
         rows = [rows_of(path, n, s) for n in split_sizes for s in split_seeds]
@@ -238,6 +264,26 @@ def write_run(folder: Path, summary: dict, table: pd.DataFrame) -> None:
     (folder / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
+def frozen_backbone(encoder: JetEncoder, data_dir: Path, preprocessor: Path, recipe: dict,
+                    sizes: list[int | None], seeds: list[int],
+                    seed: int) -> JetEncoder | StoredEncoder:  # fmt: skip
+    """What frozen runs of `sizes` x `seeds` train their heads on: the encoder's stored outputs
+    (`stored_outputs`) where they fit in memory, else the encoder itself, run at every step."""
+    if fits_in_memory(encoder, data_dir, recipe, sizes, seeds):
+        return StoredEncoder(encoder, stored_outputs(encoder, data_dir, preprocessor, recipe,
+                                                     sizes, seeds, seed))  # fmt: skip
+    log.info("frozen runs of %s jets x %d seeds: their stored outputs would not fit in %.1f GB "
+             "of memory, so the backbone runs at every step", sizes, len(seeds),
+             memory_budget() / 1e9)  # fmt: skip
+    return encoder
+
+
+def with_backbone(summary: dict, info: dict, backbone: Path, tic: float) -> dict:
+    """A run's summary with the backbone's name first and the run's seconds since `tic` last."""
+    return {"backbone": info.get("backbone", backbone.stem), **summary,
+            "seconds": round(time.perf_counter() - tic, 1)}  # fmt: skip
+
+
 def finetune(task: str, backbone: Path, mode: str, n_train: int | None, seed: int,
              params: dict, data_dir: Path, preprocessor: Path, out_dir: Path) -> dict:  # fmt: skip
     """One run (`train_and_test`) of the backbone stored at `backbone`; writes
@@ -245,13 +291,11 @@ def finetune(task: str, backbone: Path, mode: str, n_train: int | None, seed: in
     tic = time.perf_counter()
     encoder, info = load_backbone(backbone)
     if mode == "frozen":
-        encoder = StoredEncoder(encoder, stored_outputs(
-            encoder, data_dir, preprocessor, params["finetune"]["recipe"], [n_train], [seed],
-            params["seed"]))  # fmt: skip
+        encoder = frozen_backbone(encoder, data_dir, preprocessor, params["finetune"]["recipe"],
+                                  [n_train], [seed], params["seed"])  # fmt: skip
     summary, table = train_and_test(task, encoder, mode, n_train, seed, params, data_dir,
                                     preprocessor)  # fmt: skip
-    summary = {"backbone": info.get("backbone", backbone.stem), **summary,
-               "seconds": round(time.perf_counter() - tic, 1)}  # fmt: skip
+    summary = with_backbone(summary, info, backbone, tic)
     with atomic_dir(out_dir) as tmp:
         write_run(tmp, summary, table)
     return summary
