@@ -113,7 +113,7 @@ def build_cwola(
             f"{n_background_test} QCD test jets give {n_background_test * fpr:g} at the SIC's "
             f"FPR of {fpr:g}: add test jets (or lower the floor, for a smoke run only)"
         )
-    seed = list(np.atleast_1d(seed))
+    seed = [int(s) for s in np.atleast_1d(seed)]
     rng = np.random.default_rng([*seed, 0])
     train = jetclass_dir / "train.h5"
     qcd = first_of_class(train, BACKGROUND, n_background, rng)
