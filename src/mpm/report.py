@@ -63,6 +63,13 @@ def _read(path: Path) -> str:
         raise InputError(f"{path}: not found") from None
 
 
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype={"row": str})
+    except FileNotFoundError:
+        raise InputError(f"{path}: not found") from None
+
+
 def _gain(entry: dict, backbone: str) -> str:
     """A gain over random, with its standard error over seeds and whether it is resolved."""
     gain, stderr = entry["gain_over_random"][backbone], entry.get("gain_stderr", {})
@@ -118,6 +125,52 @@ def _acceptance(headline: dict) -> list[str]:
     return lines
 
 
+def _binomial(percent: float, n: int) -> float:
+    """The binomial error (points) of an accuracy of `percent` % on `n` test jets."""
+    p = percent / 100
+    return 100 * (p * (1 - p) / n) ** 0.5
+
+
+def _verdict(change: float, error: float, paper: float | None) -> str:
+    if abs(change) <= RESOLVED_AT_STDERR * error:
+        return "not resolved"
+    if paper is None:
+        return "resolved"
+    return "the paper's sign, reproduced" if change * paper > 0 else "opposite to the paper"
+
+
+def _table1_verdicts(table: pd.DataFrame, n_test: int) -> list[str]:
+    """Each Table 1 change (a row against the line above) per backbone, with its error (the
+    two probes' binomial errors in quadrature, though they score the same test jets) and
+    whether it is resolved (RESOLVED_AT_STDERR errors) with the paper's sign; then the final
+    backbones against Random init."""
+    rows = table[table["row"] != "reference"].reset_index(drop=True)
+    reference = table[table["row"] == "reference"].iloc[0]
+    backbones = [c for c in rows.columns if c in ("regression", "kmeans")]
+    lines = []
+    for i in range(1, len(rows)):
+        cells = []
+        for b in backbones:
+            change = rows.at[i, b] - rows.at[i - 1, b]
+            error = (_binomial(rows.at[i, b], n_test) ** 2
+                     + _binomial(rows.at[i - 1, b], n_test) ** 2) ** 0.5  # fmt: skip
+            paper = rows.at[i, f"paper {b}"] - rows.at[i - 1, f"paper {b}"]
+            cells.append(f"{BACKBONE_NAMES.get(b, b)} {change:+.1f} ± {error:.1f} (paper "
+                         f"{paper:+.1f}): {_verdict(change, error, paper)}")  # fmt: skip
+        lines.append(f"- Row {rows.at[i, 'row']} ({rows.at[i, 'configuration']}): "
+                     + "; ".join(cells) + ".")  # fmt: skip
+    last = rows.iloc[-1]
+    cells = []
+    for b in backbones:
+        change = last[b] - reference[b]
+        error = (_binomial(last[b], n_test) ** 2 + _binomial(reference[b], n_test) ** 2) ** 0.5
+        cells.append(f"{BACKBONE_NAMES.get(b, b)} {change:+.1f} ± {error:.1f}: "
+                     f"{_verdict(change, error, None)}")  # fmt: skip
+    lines.append(f"- Row {last['row']} (the final backbones) against Random init: "
+                 + "; ".join(cells) + ".")  # fmt: skip
+    return lines
+
+
 def _decoder_curve(curve: dict) -> list[str]:
     """The decoder curve's gains of each later row over the earlier one, and where they cross."""
     lines = []
@@ -143,6 +196,8 @@ def _reconstruction_table(metrics: dict) -> str:
 def build_report(params: dict, results: Path, figures: Path, report: Path) -> str:
     """The Markdown report; figure links are relative to the folder of `report`."""
     table1 = _read(results / "ablation" / "table1.md")
+    table1_numbers = _read_csv(results / "ablation" / "table1.csv")
+    probe_test_jets = read_json(results / "ablation" / "table1.json")["probe_test_jets"]
     sweeps = read_sweeps(results / "ablation" / "sweeps.csv")
     headline = read_json(results / "downstream" / "headline.json")
     reconstruction = read_json(results / "reconstruction.json")
@@ -173,6 +228,11 @@ def build_report(params: dict, results: Path, figures: Path, report: Path) -> st
         "shorter ablation schedule.",
         "",
         table1.strip(),
+        "",
+        f"Each change with its error ({probe_test_jets} test jets per probe) and whether this "
+        f"scale resolves it (more than {RESOLVED_AT_STDERR} errors) with the paper's sign:",
+        "",
+        *_table1_verdicts(table1_numbers, probe_test_jets),
         "",
         "## Decoder curve (Table 1 rows 4 and 5)",
         "",
