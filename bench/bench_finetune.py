@@ -67,8 +67,8 @@ def main() -> None:
     pre = REPO / "data/preprocessor/quantile.joblib"
     grid, recipe = params["finetune"]["grid"], params["finetune"]["recipe"]
     encoder, _ = load_backbone(Path(args.backbone))
-    results = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-                          f"torch {torch.__version__}", "rounds": args.rounds, "tasks": {}}  # fmt: skip
+    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    results = {"machine": machine, "rounds": args.rounds, "tasks": {}}
     print(f"{'task':>9} {'store s':>8} {'lightning s':>12} {'plain s':>8} {'ratio':>6}")
     for task in ("jetclass", "btag", "vertex", "track"):
         data_dir = REPO / "data/processed" / DATA[task]
@@ -85,10 +85,12 @@ def main() -> None:
                 times[loop].append(seconds)
         best = {loop: min(t) for loop, t in times.items()}
         ratio = best["lightning"] / best["plain"]
-        results["tasks"][task] = {"store_s": round(store_s, 2),
-                                  "frozen_run_s": {k: round(v, 2) for k, v in best.items()},
-                                  "lightning_over_plain": round(ratio, 2),
-                                  "best_val_loss": {k: round(v, 5) for k, v in losses.items()}}  # fmt: skip
+        results["tasks"][task] = {
+            "store_s": round(store_s, 2),
+            "frozen_run_s": {k: round(v, 2) for k, v in best.items()},
+            "lightning_over_plain": round(ratio, 2),
+            "best_val_loss": {k: round(v, 5) for k, v in losses.items()},
+        }
         print(f"{task:>9} {store_s:>8.1f} {best['lightning']:>12.2f} {best['plain']:>8.2f} "
               f"{ratio:>6.2f}")  # fmt: skip
     size = grid["sizes"]["jetclass"][0]

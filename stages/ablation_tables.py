@@ -5,7 +5,8 @@ define (`mpm.ablation.run_names`; Table 1 rows `ablation.table1_rows`) and the p
 backbones under --final/<backbone>. Writes Table 1 as Markdown, CSV and LaTeX (accuracy in %,
 the change from the line above, the paper's numbers beside ours, the random backbone's probe
 under --final/random as a reference line), the sweep table
-(sweeps.csv, drawn by notebooks/sweeps.ipynb) and Table 1's accuracies (with the probes' number of test jets) as DVC metrics.
+(sweeps.csv, drawn by notebooks/sweeps.ipynb) and Table 1's accuracies (with the probes'
+number of test jets) as DVC metrics.
 """
 
 import argparse

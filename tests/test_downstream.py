@@ -18,7 +18,7 @@ from mpm.downstream.finetune import FinetuneModule, backbone_lr_factor, pair_mas
 from mpm.downstream.grid import run_grid
 from mpm.downstream.heads import JetClassifier, TrackClassifier, VertexFinder
 from mpm.downstream.layout import run_name
-from mpm.downstream.run import fit_with_lightning, finetune, stored_outputs, train_and_test
+from mpm.downstream.run import finetune, fit_with_lightning, stored_outputs, train_and_test
 from mpm.downstream.stored_fit import fit_stored_head, predict_stored
 from mpm.errors import InputError
 from mpm.models.backbone import load_backbone, save_backbone
