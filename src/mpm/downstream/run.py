@@ -26,13 +26,13 @@ from mpm.downstream.embeddings import (
     stored_bytes,
 )
 from mpm.downstream.finetune import TASKS, FinetuneModule
+from mpm.downstream.stored_fit import fit_stored_head, predict_stored
 from mpm.downstream.metrics import (
     n_secondary_vertices,
     sic,
     sic_error,
     vertex_ari,
 )
-from mpm.downstream.stored_fit import fit_stored_head, predict_stored
 from mpm.errors import InputError
 from mpm.models.backbone import load_backbone
 from mpm.models.encoder import JetEncoder

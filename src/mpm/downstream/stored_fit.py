@@ -36,8 +36,8 @@ def mean_loss(module: FinetuneModule, batches: Iterable[dict]) -> float:
     return total / jets
 
 
-def fit_stored_head(module: FinetuneModule, train: DataLoader,
-                    val: DataLoader) -> tuple[float, int]:  # fmt: skip
+def fit_stored_head(module: FinetuneModule, train: DataLoader, val: DataLoader) -> tuple[float,
+                                                                                         int]:  # fmt: skip
     """Train `module`'s head (its encoder a `StoredEncoder`) on `train` with early stopping on
     `val`; leaves the best validated head in `module`: (its validation loss, steps taken)."""
     recipe = module.recipe
