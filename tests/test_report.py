@@ -15,7 +15,7 @@ def _results(root):
         "row,configuration,regression,regression delta,kmeans,kmeans delta,paper regression,"
         "paper regression delta,paper kmeans,paper kmeans delta\n"
         "1,MPMv1,30.0,,30.0,,48.9,,56.2,\n"
-        "2,+ updated transformer layers,40.0,10.0,29.0,-1.0,55.5,6.6,62.2,6.0\n"
+        "2,+ updated transformer layers,40.0,10.1,29.0,-1.0,55.5,6.6,62.2,6.0\n"
         "7,+ longer train,35.0,-5.0,33.0,4.0,83.3,27.8,84.0,21.8\n"
         "reference,Random init,32.0,,32.0,,,,,\n"
     )
@@ -75,7 +75,7 @@ def test_report_links_every_figure_and_prints_ours_beside_the_paper(tmp_path, pa
            "more than 2 standard errors (K-Means)." in text
     assert "- cwola finetuned at 500: 0 of 1" in text
     # each Table 1 change with its binomial error against 2 errors and the paper's sign
-    assert "- Row 2 (+ updated transformer layers): Regression +10.0 ± 1.1 (paper +6.6): the " \
+    assert "- Row 2 (+ updated transformer layers): Regression +10.1 ± 1.1 (paper +6.6): the " \
            "paper's sign, reproduced; K-Means -1.0 ± 1.0 (paper +6.0): not resolved." in text
     assert "- Row 7 (+ longer train): Regression -5.0 ± 1.1 (paper +27.8): opposite to the " \
            "paper; K-Means +4.0 ± 1.0 (paper +21.8): the paper's sign, reproduced." in text
