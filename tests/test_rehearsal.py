@@ -97,6 +97,23 @@ def test_records_have_the_real_layouts_and_are_served_with_range(tmp_path):
         assert dest.read_bytes() == data
 
 
+def test_a_repro_past_its_timeout_is_stopped_with_the_processes_it_started(tmp_path):
+    """A hung stage ends the rehearsal with a one-line error instead of running on (the decoder
+    curve once ran the paper's 1M steps here): the command and its children are stopped."""
+    pid_file = tmp_path / "child.pid"
+    cmd = ["bash", "-c", f"sleep 60 & echo $! > {pid_file}; wait"]
+    tic = time.perf_counter()
+    with pytest.raises(rehearsal.InputError, match=r"ran past 1 s in .* and was stopped"):
+        rehearsal._run_logged(cmd, tmp_path, {}, tmp_path / "log", timeout_s=1)
+    assert time.perf_counter() - tic < 30
+    child = Path(f"/proc/{pid_file.read_text().strip()}/status")
+    deadline = time.time() + 10
+    while child.exists() and "zombie" not in child.read_text() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not child.exists() or "zombie" in child.read_text()  # the grandchild is gone too
+    assert "$ bash -c" in (tmp_path / "log").read_text()
+
+
 def test_cli_help():
     proc = subprocess.run([sys.executable, "-m", "mpm.rehearsal", "--help"], capture_output=True,
                           text=True, timeout=60)  # fmt: skip

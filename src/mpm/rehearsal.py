@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -450,17 +451,38 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> str:
     return proc.stdout
 
 
-def _run_logged(cmd: list[str], cwd: Path, env: dict, log_path: Path) -> None:
-    """Run `cmd` with its output appended to `log_path` as it comes (a long `dvc repro`)."""
+def _run_logged(cmd: list[str], cwd: Path, env: dict, log_path: Path,
+                timeout_s: float | None = None) -> None:  # fmt: skip
+    """Run `cmd` with its output appended to `log_path` as it comes (a long `dvc repro`); past
+    `timeout_s` it and every process it started (its session) are stopped, and InputError."""
     with open(log_path, "a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
-        code = subprocess.run(
-            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
-        ).returncode
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop_session(proc)
+            raise InputError(f"{' '.join(cmd)} ran past {timeout_s:g} s in {cwd} and was "
+                             f"stopped (log: {log_path})") from None  # fmt: skip
     if code != 0:
         tail = log_path.read_text()[-4000:]
         raise InputError(f"{' '.join(cmd)} failed in {cwd} (exit {code}; {log_path}):\n{tail}")
+
+
+def _stop_session(proc: subprocess.Popen, grace_s: float = 30) -> None:
+    """SIGTERM to `proc`'s session (a stage's processes with it), SIGKILL after `grace_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _clone(repo: Path, dest: Path, env: dict) -> str:
@@ -473,9 +495,11 @@ def _clone(repo: Path, dest: Path, env: dict) -> str:
     return head
 
 
-def rehearse(repo: Path, work: Path, overrides_path: Path | None = None) -> dict:
+def rehearse(repo: Path, work: Path, overrides_path: Path | None = None,
+             timeout_s: float = 3600) -> dict:  # fmt: skip
     """Clone `repo` into `work`/repo, serve the records, run `dvc repro` on the paper profile
-    with the overrides, and check the result. Returns a summary; InputError on any failure."""
+    with the overrides (stopped past `timeout_s`: a stage that hangs, or a scale that is not
+    the rehearsal's), and check the result. Returns a summary; InputError on any failure."""
     repo, work = Path(repo).resolve(), Path(work).resolve()
     clone, served = work / "repo", work / "served"
     if clone.exists() or served.exists():
@@ -499,7 +523,7 @@ def rehearse(repo: Path, work: Path, overrides_path: Path | None = None) -> dict
         (clone / "dvc.lock").unlink(missing_ok=True)  # every stage must run and be recorded
         log.info("dvc repro in %s (log: %s)", clone, work / "repro.log")
         tic = time.perf_counter()
-        _run_logged(["dvc", "repro"], clone, env, work / "repro.log")
+        _run_logged(["dvc", "repro"], clone, env, work / "repro.log", timeout_s)
         timings["repro_s"] = round(time.perf_counter() - tic, 1)
         status = json.loads(_run(["dvc", "status", "--json"], clone, env))
     stages = set(_run(["dvc", "stage", "list", "--name-only"], clone, env).split())
@@ -532,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", required=True, type=Path, help="a new, empty work folder")
     parser.add_argument("--repo", default=".", type=Path, help="repository to clone (default: .)")
     parser.add_argument("--overrides", type=Path, help="default: the clone's rehearsal.yaml")
+    parser.add_argument("--timeout-min", type=float, default=60,
+                        help="stop `dvc repro` past this many minutes (default: 60)")
     parser.add_argument(
         "--serve-only", action="store_true", help="only write and serve the records, until ^C"
     )
@@ -546,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
             with RecordServer(records) as server:
                 print(f"serving {ZENODO} records {sorted(records)} at {server.base}", flush=True)
                 threading.Event().wait()
-        summary = rehearse(args.repo, args.work, args.overrides)
+        summary = rehearse(args.repo, args.work, args.overrides, 60 * args.timeout_min)
     except InputError as err:
         print(f"error: rehearsal: {err}", file=sys.stderr)
         return 2
