@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mpm.ablation import TABLE1_BACKBONES
 from mpm.downstream.aggregate import RESOLVED_AT_STDERR
 from mpm.errors import InputError
 from mpm.plotting.downstream import FIGURES as FIGURE_TASKS
@@ -125,10 +126,10 @@ def _acceptance(headline: dict) -> list[str]:
     return lines
 
 
-def _binomial(percent: float, n: int) -> float:
-    """The binomial error (points) of an accuracy of `percent` % on `n` test jets."""
-    p = percent / 100
-    return 100 * (p * (1 - p) / n) ** 0.5
+def _change_error(a: float, b: float, n: int) -> float:
+    """The error (points) of the change between accuracies `a` and `b` (%) on `n` test jets
+    each: their binomial errors in quadrature."""
+    return sum((p / 100) * (1 - p / 100) / n for p in (a, b)) ** 0.5 * 100
 
 
 def _verdict(change: float, error: float, paper: float | None) -> str:
@@ -146,24 +147,20 @@ def _table1_verdicts(table: pd.DataFrame, n_test: int) -> list[str]:
     backbones against Random init."""
     rows = table[table["row"] != "reference"].reset_index(drop=True)
     reference = table[table["row"] == "reference"].iloc[0]
-    backbones = [c for c in rows.columns if c in ("regression", "kmeans")]
     lines = []
     for i in range(1, len(rows)):
         cells = []
-        for b in backbones:
-            change = rows.at[i, f"{b} delta"]  # as the table prints it (unrounded difference)
-            error = (_binomial(rows.at[i, b], n_test) ** 2
-                     + _binomial(rows.at[i - 1, b], n_test) ** 2) ** 0.5  # fmt: skip
-            paper = rows.at[i, f"paper {b}"] - rows.at[i - 1, f"paper {b}"]
+        for b in TABLE1_BACKBONES:  # the changes as the table prints them (unrounded)
+            change, paper = rows.at[i, f"{b} delta"], rows.at[i, f"paper {b} delta"]
+            error = _change_error(rows.at[i, b], rows.at[i - 1, b], n_test)
             cells.append(f"{BACKBONE_NAMES.get(b, b)} {change:+.1f} ± {error:.1f} (paper "
                          f"{paper:+.1f}): {_verdict(change, error, paper)}")  # fmt: skip
         lines.append(f"- Row {rows.at[i, 'row']} ({rows.at[i, 'configuration']}): "
                      + "; ".join(cells) + ".")  # fmt: skip
     last = rows.iloc[-1]
     cells = []
-    for b in backbones:
-        change = last[b] - reference[b]
-        error = (_binomial(last[b], n_test) ** 2 + _binomial(reference[b], n_test) ** 2) ** 0.5
+    for b in TABLE1_BACKBONES:
+        change, error = last[b] - reference[b], _change_error(last[b], reference[b], n_test)
         cells.append(f"{BACKBONE_NAMES.get(b, b)} {change:+.1f} ± {error:.1f}: "
                      f"{_verdict(change, error, None)}")  # fmt: skip
     lines.append(f"- Row {last['row']} (the final backbones) against Random init: "
