@@ -114,6 +114,15 @@ def test_a_repro_past_its_timeout_is_stopped_with_the_processes_it_started(tmp_p
     assert "$ bash -c" in (tmp_path / "log").read_text()
 
 
+@pytest.mark.parametrize("minutes", ["0", "-5", "nan"])
+def test_a_timeout_that_is_not_positive_is_refused_in_one_line(minutes, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        rehearsal.main(["--work", str(tmp_path / "w"), "--timeout-min", minutes])
+    assert stop.value.code == 2
+    assert "--timeout-min must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
 def test_cli_help():
     proc = subprocess.run([sys.executable, "-m", "mpm.rehearsal", "--help"], capture_output=True,
                           text=True, timeout=60)  # fmt: skip

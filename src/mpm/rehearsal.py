@@ -562,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
         "--serve-only", action="store_true", help="only write and serve the records, until ^C"
     )
     args = parser.parse_args(argv)
+    if not args.timeout_min > 0:
+        parser.error(f"--timeout-min must be positive, got {args.timeout_min:g}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rehearsal: %(message)s",
                         datefmt="%H:%M:%S")  # fmt: skip
     try:
