@@ -16,15 +16,16 @@ import platform
 import time
 from pathlib import Path
 
-import lightning as L
 import torch
 import yaml
 
-from mpm.data.loader import JetDataModule, JetDataset, make_loader
+from mpm.data.datamodule import JetDataModule
+from mpm.data.loader import JetDataset, make_loader
 from mpm.downstream.embeddings import StoredEncoder
 from mpm.downstream.finetune import FinetuneModule
 from mpm.downstream.layout import grid_sizes
-from mpm.downstream.run import fit_with_lightning, stored_outputs, summarise, train_and_test
+from mpm.downstream.lightning_fit import fit_with_lightning
+from mpm.downstream.run import seed_all, stored_outputs, summarise, train_and_test
 from mpm.downstream.stored_fit import fit_stored_head, predict_stored
 from mpm.models.backbone import load_backbone
 
@@ -38,7 +39,7 @@ def frozen_run(task: str, stored: StoredEncoder, params: dict, data_dir: Path, p
     with `loop` (plain | lightning): (seconds, best validation loss)."""
     recipe, size = params["finetune"]["recipe"], params["finetune"]["grid"]["sizes"][task][0]
     tic = time.perf_counter()
-    L.seed_everything(0, verbose=False)
+    seed_all(0)
     module = FinetuneModule(stored, task, "frozen", params["finetune"]["head"], recipe)
     data = JetDataModule(data_dir, pre, batch_size=recipe["batch_size"], n_train=size,
                          n_val=recipe["n_val_jets"], seed=0, features=False)  # fmt: skip

@@ -112,12 +112,14 @@ def _pretrain(tmp: Path, source: Path, backbone: str, message: str) -> Case:
                 [outs["out"], outs["metrics"]], message)  # fmt: skip
 
 
-def _finetune(tmp: Path, source: Path, task: str, backbone: Path, message: str) -> Case:
-    out = tmp / "run"
-    return Case("finetune", ["--task", task, "--backbone", str(backbone),
+def _finetune(tmp: Path, source: Path, task: str, backbone: Path, message: str,
+              n_out: int = 1) -> Case:  # fmt: skip
+    """`task`: one or more, space-separated; `n_out` run folders."""
+    outs = [tmp / f"run{i}" for i in range(n_out)]
+    return Case("finetune", ["--task", *task.split(), "--backbone", str(backbone),
                              "--data", str(source / "jetclass"),
-                             "--preprocessor", str(source / "pre.joblib"), "--out", str(out)],
-                [out], message)  # fmt: skip
+                             "--preprocessor", str(source / "pre.joblib"),
+                             "--out", *map(str, outs)], outs, message)  # fmt: skip
 
 
 def _junk(path: Path) -> Path:
@@ -165,6 +167,10 @@ CATALOGUE = {
             t, s, "regression", "pretrain.n_train_jets")),
     "finetune: unknown task": (None, lambda t, s: _finetune(
         t, s, "tagging", t / "b.pt", "'--task' must be one of")),
+    "finetune: fewer --out folders than tasks": (None, lambda t, s: _finetune(
+        t, s, "btag vertex", t / "b.pt", "--out: 1 folder(s) for 2 tasks")),
+    "finetune: tasks of two datasets in one stage": (None, lambda t, s: _finetune(
+        t, s, "jetclass btag", t / "b.pt", "read different datasets", n_out=2)),
     "finetune: missing backbone artifact": (None, lambda t, s: _finetune(
         t, s, "jetclass", t / "missing.pt", "missing.pt: backbone file not found")),
     "finetune: corrupt backbone artifact": (None, lambda t, s: _finetune(

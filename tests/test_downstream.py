@@ -9,16 +9,18 @@ import pytest
 import torch
 
 from mpm.data import schema
+from mpm.data.datamodule import JetDataModule
 from mpm.data.h5io import CHUNK_JETS
-from mpm.data.loader import JetDataModule, JetDataset, make_loader
+from mpm.data.loader import JetDataset, make_loader
 from mpm.data.preprocess import load_preprocessor
 from mpm.downstream.cwola import build_cwola
 from mpm.downstream.embeddings import StoredEncoder, StoredOutputs
 from mpm.downstream.finetune import FinetuneModule, backbone_lr_factor, pair_mask
 from mpm.downstream.grid import run_grid
 from mpm.downstream.heads import JetClassifier, TrackClassifier, VertexFinder
-from mpm.downstream.layout import run_name
-from mpm.downstream.run import finetune, fit_with_lightning, stored_outputs, train_and_test
+from mpm.downstream.layout import cwola_dataset, run_name
+from mpm.downstream.lightning_fit import fit_with_lightning
+from mpm.downstream.run import finetune, stored_outputs, train_and_test
 from mpm.downstream.stored_fit import fit_stored_head, predict_stored
 from mpm.errors import InputError
 from mpm.models.backbone import load_backbone, save_backbone
@@ -254,10 +256,10 @@ def test_frozen_runs_whose_stored_outputs_do_not_fit_in_memory_run_the_backbone(
     stores = []
     store = run.stored_outputs
     monkeypatch.setattr(run, "stored_outputs", lambda *a: stores.append(a) or store(*a))
-    stored = run_grid("jetclass", backbone, params, data_dir, pre, tmp_path / "stored")
+    stored = run_grid(["jetclass"], backbone, params, data_dir, pre, [tmp_path / "stored"])
     assert len(stores) == 1  # the tiny grid fits: one store for both sizes
     monkeypatch.setattr(run, "memory_budget", lambda: 0)
-    live = run_grid("jetclass", backbone, params, data_dir, pre, tmp_path / "live")
+    live = run_grid(["jetclass"], backbone, params, data_dir, pre, [tmp_path / "live"])
     assert len(stores) == 1
     for a, b in zip(stored, live):
         assert (a["n_train"], a["steps"]) == (b["n_train"], b["steps"])
@@ -273,7 +275,7 @@ def test_a_backbones_grid_is_its_single_runs_and_writes_all_or_nothing(jetclass,
             "finetuned_sizes": {"jetclass": [80]}}  # fmt: skip
     params = {**params, "finetune": {"head": HEAD, "recipe": RECIPE, "grid": grid}}
     backbone = _backbone(tmp_path / "random.pt")
-    runs = run_grid("jetclass", backbone, params, data_dir, pre, tmp_path / "grid")
+    runs = run_grid(["jetclass"], backbone, params, data_dir, pre, [tmp_path / "grid"])
     expected = [("finetuned", 80, s) for s in (0, 1)] + [("frozen", n, s) for n in (40, 80)
                                                          for s in (0, 1)]  # fmt: skip
     assert [(r["mode"], r["n_train"], r["seed"]) for r in runs] == expected
@@ -290,5 +292,109 @@ def test_a_backbones_grid_is_its_single_runs_and_writes_all_or_nothing(jetclass,
     grid["sizes"]["jetclass"] = [40, 10**6]  # the second size fails after the first ran
     grid["finetuned_sizes"]["jetclass"] = None
     with pytest.raises(InputError, match="asked for 1000000 jets"):
-        run_grid("jetclass", backbone, params, data_dir, pre, tmp_path / "failed")
+        run_grid(["jetclass"], backbone, params, data_dir, pre, [tmp_path / "failed"])
     assert not (tmp_path / "failed").exists()
+
+
+def _without_seconds(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k != "seconds"}
+
+
+def _grid_params(params: dict, **grid) -> dict:
+    grid = {"backbones": ["random"], "modes": ["frozen"], "seeds": [0, 1], "cwola_signal": [],
+            "finetuned_sizes": {}, **grid}  # fmt: skip
+    return {**params, "finetune": {"head": HEAD, "recipe": RECIPE, "grid": grid}}
+
+
+def _counting_stores(monkeypatch) -> list:
+    """The files whose jets `StoredOutputs` encodes, one entry per store, from now on."""
+    import mpm.downstream.run as run
+
+    stores = []
+    store = run.StoredOutputs
+
+    def counted(encoder, path, *args, **kwargs):
+        stores.append(path)
+        return store(encoder, path, *args, **kwargs)
+
+    monkeypatch.setattr(run, "StoredOutputs", counted)
+    return stores
+
+
+def test_btags_three_tasks_in_one_grid_store_the_outputs_once_and_are_the_tasks_alone(
+    jetclass, btag, tmp_path, monkeypatch
+):
+    root, params = jetclass
+    data_dir, pre = btag
+    tasks = ["btag", "vertex", "track"]
+    params = _grid_params(params, sizes={t: [40, 80] for t in tasks})
+    backbone = _backbone(tmp_path / "random.pt")
+    alone = [summary for t in tasks
+             for summary in run_grid([t], backbone, params, data_dir, pre,
+                                     [tmp_path / f"alone-{t}"])]  # fmt: skip
+    stores = _counting_stores(monkeypatch)
+    together = run_grid(tasks, backbone, params, data_dir, pre, [tmp_path / t for t in tasks])
+    assert sorted(p.name for p in stores) == ["test.h5", "train.h5", "val.h5"]
+    assert [_without_seconds(s) for s in together] == [_without_seconds(s) for s in alone]
+    for task in tasks:
+        assert len(list((tmp_path / task).iterdir())) == 4  # 2 sizes x 2 seeds
+    params["finetune"]["grid"]["sizes"]["track"] = [40, 10**6]  # the last task fails
+    with pytest.raises(InputError, match="asked for 1000000 jets"):
+        run_grid(tasks, backbone, params, data_dir, pre, [tmp_path / f"failed-{t}" for t in tasks])
+    assert not list(tmp_path.glob("failed-*"))  # all tasks' runs or none
+
+
+def test_cwola_datasets_share_one_test_file_whose_outputs_are_stored_once(
+    jetclass, tmp_path, monkeypatch
+):
+    root, params = jetclass
+    pre = root / "pre.joblib"
+    cwola = tmp_path / "cwola"
+    for n_signal, seed in [(10, 0), (10, 1), (20, 0), (20, 1)]:
+        build_cwola(root / "jetclass", cwola_dataset(cwola, n_signal, seed),
+                    n_signal=n_signal, n_background=None, val_fraction=0.25,
+                    n_test_per_class=30, seed=[params["seed"], seed],
+                    min_background_at_fpr=0.3)  # fmt: skip
+    tests = [h5py.File(p) for p in sorted(cwola.glob("*/test.h5"))]
+    for other in tests[1:]:  # the same jets in the same order in every dataset
+        for name in tests[0]:
+            np.testing.assert_array_equal(other[name][:], tests[0][name][:])
+    for file in tests:
+        file.close()
+    params = _grid_params(params, cwola_signal=[10, 20])
+    params["finetune"]["grid"]["sizes"] = {}
+    backbone = _backbone(tmp_path / "random.pt")
+    stores = _counting_stores(monkeypatch)
+    runs = run_grid(["cwola"], backbone, params, cwola, pre, [tmp_path / "runs"])
+    names = [p.name for p in stores]
+    assert names.count("test.h5") == 1 and names.count("train.h5") == 4  # 2 sizes x 2 seeds
+    for run in runs:  # each is the run on its dataset alone
+        folder = cwola_dataset(cwola, run["n_signal"], run["seed"])
+        single = finetune("cwola", backbone, "frozen", None, run["seed"], params, folder, pre,
+                          tmp_path / "single" / folder.name)  # fmt: skip
+        assert _without_seconds(single) == _without_seconds(run)
+
+
+def test_a_frozen_only_grid_runs_without_importing_lightning(jetclass, btag, tmp_path):
+    """Lightning costs a process seconds to import: the frozen-only stages (most of the
+    downstream ones) never import it."""
+    import subprocess
+    import sys
+
+    root, params = jetclass
+    data_dir, pre = btag
+    params = _grid_params(params, seeds=[0], sizes={"vertex": [40]})
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    script = f"""
+import json, sys
+from pathlib import Path
+from mpm.downstream.grid import run_grid
+params = json.loads(Path({str(tmp_path / "params.json")!r}).read_text())
+run_grid(["vertex"], Path({str(_backbone(tmp_path / "random.pt"))!r}), params,
+         Path({str(data_dir)!r}), Path({str(pre)!r}), [Path({str(tmp_path / "runs")!r})])
+print("lightning imported:", "lightning" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    assert "lightning imported: False" in done.stdout
+    assert (tmp_path / "runs" / "frozen-40-s0" / "metrics.json").is_file()

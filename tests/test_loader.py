@@ -8,7 +8,8 @@ import torch
 from mpm.data import loader as loader_module
 from mpm.data import schema
 from mpm.data.convert import convert_dataset
-from mpm.data.loader import JetDataModule, JetDataset, choose_blocks, make_loader
+from mpm.data.datamodule import JetDataModule
+from mpm.data.loader import JetDataset, choose_blocks, make_loader
 from mpm.data.preprocess import fit_preprocessor, load_preprocessor, save_preprocessor
 from mpm.errors import InputError
 

@@ -85,3 +85,25 @@ def test_the_import_closure_follows_library_modules_and_their_lazy_imports():
     assert {"src/mpm/ablation.py", "src/mpm/downstream/run.py",
             "src/mpm/downstream/stored_fit.py", "src/mpm/cli.py"} <= files  # fmt: skip
     assert not any(f.startswith("src/mpm/data/generator/") for f in files)
+
+
+def _finetune_stages() -> dict[str, tuple[dict, list[str]]]:
+    """The stages that run stages/finetune.py, with the tasks of their --task."""
+    found = {}
+    for name, body in stage_bodies().items():
+        match = re.search(r"stages/finetune\.py --task ((?:\w+ )+)--", body["cmd"])
+        if match:
+            found[name] = (body, match[1].split())
+    return found
+
+
+@pytest.mark.parametrize("stage", sorted(_finetune_stages()))
+def test_every_finetune_stage_declares_the_grid_keys_its_runs_read(stage):
+    """The runs of a finetune stage are its tasks' sizes of params `finetune.grid` in each
+    mode, seed and fine-tuned subset: a change to any of them re-runs the stage."""
+    body, tasks = _finetune_stages()[stage]
+    grid = "finetune.grid"
+    wanted = {f"{grid}.modes", f"{grid}.seeds", f"{grid}.finetuned_sizes"}
+    wanted |= {f"{grid}.cwola_signal" if t == "cwola" else f"{grid}.sizes.{t}" for t in tasks}
+    declared = {p if isinstance(p, str) else next(iter(p)) for p in body.get("params", [])}
+    assert wanted - declared == set()

@@ -1,4 +1,4 @@
-"""Loading converted jets for training: a streaming Dataset and a Lightning DataModule.
+"""Loading converted jets for training: a streaming Dataset and the splits of a data folder.
 
 The converted files are globally shuffled at conversion time, so any set of whole HDF5 chunks
 is a uniform random sample of jets. The loader exploits that: a subset of n jets is a seeded
@@ -16,7 +16,6 @@ import math
 from pathlib import Path
 
 import h5py
-import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -253,61 +252,17 @@ def make_loader(dataset: JetDataset, num_workers: int) -> DataLoader:
     )
 
 
-class JetDataModule(L.LightningDataModule):
-    """train/val/test loaders over a folder of converted files (train.h5, val.h5, test.h5)."""
-
-    def __init__(
-        self,
-        data_dir: str | Path,
-        preprocessor_path: str | Path,
-        *,
-        batch_size: int,
-        n_train: int | None = None,
-        n_val: int | None = None,
-        seed: int = 0,
-        num_workers: int = 0,
-        start_step: int = 0,
-        features: bool = True,
-    ):
-        super().__init__()
-        self.start_step = start_step  # training batches already taken (a resumed run)
-        self.data_dir = Path(data_dir)
-        self.kwargs = dict(preprocessor_path=preprocessor_path, batch_size=batch_size,
-                           shard=True, features=features)  # fmt: skip
-        self.n_train, self.n_val, self.seed = n_train, n_val, seed
-        self.num_workers = num_workers
-        self.datasets: dict[str, JetDataset] = {}
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        self.datasets = {
-            "train": JetDataset(
-                self.data_dir / "train.h5",
-                n_jets=self.n_train,
-                seed=self.seed,
-                shuffle=True,
-                drop_last=True,
-                **self.kwargs,
-            ),
-            "val": JetDataset(
-                self.data_dir / "val.h5",
-                n_jets=self.n_val,
-                seed=self.seed,
-                shuffle=False,
-                **self.kwargs,
-            ),
-            "test": JetDataset(
-                self.data_dir / "test.h5", seed=self.seed, shuffle=False, **self.kwargs
-            ),
-        }
-        self.datasets["train"].start_at(self.start_step)
-
-    def train_dataloader(self) -> DataLoader:
-        return make_loader(self.datasets["train"], self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        return make_loader(self.datasets["val"], self.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        return make_loader(self.datasets["test"], self.num_workers)
+def split_datasets(data_dir: str | Path, preprocessor_path: str | Path, *, batch_size: int,
+                   n_train: int | None = None, n_val: int | None = None, seed: int = 0,
+                   features: bool = True) -> dict[str, JetDataset]:  # fmt: skip
+    """The train (seeded subset, shuffled, whole batches), val (seeded subset) and test
+    datasets of a folder of converted files (train.h5, val.h5, test.h5)."""
+    data_dir = Path(data_dir)
+    common = dict(preprocessor_path=preprocessor_path, batch_size=batch_size, shard=True,
+                  features=features, seed=seed)  # fmt: skip
+    return {
+        "train": JetDataset(data_dir / "train.h5", n_jets=n_train, shuffle=True, drop_last=True,
+                            **common),  # fmt: skip
+        "val": JetDataset(data_dir / "val.h5", n_jets=n_val, shuffle=False, **common),
+        "test": JetDataset(data_dir / "test.h5", shuffle=False, **common),
+    }

@@ -6,13 +6,14 @@ Background: QCD jets, split at random into two equal halves. Signal: `n_signal` 
 labels, for early stopping, so training holds exactly n_signal - round(val_fraction * n_signal)
 signal jets (recorded as `n_signal_train` and `n_signal_val`). The test set is pure, with true
 labels (0 = QCD, 1 = top), so that the SIC measures how well the mixed labels taught signal
-against background.
+against background; it is the same file in every dataset.
 
 One dataset per (n_signal, repeat seed): the seed chooses the QCD halves and the injected top
 jets (the main source of spread at a few hundred signal jets); within one seed the signal
 sets are nested (a larger n_signal adds jets to a smaller one's).
 """
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from mpm.atomic import atomic_dir
 from mpm.data import schema
-from mpm.data.h5io import append_rows, open_jets
+from mpm.data.h5io import CONTENT_DIGEST, append_rows, open_jets
 from mpm.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,11 @@ def _join(*parts: dict) -> dict:
 
 
 def _write(path: Path, rows: dict, attrs: dict, compression: str | None) -> None:
+    digest = hashlib.sha1()
     with h5py.File(path, "w") as file:
-        append_rows(file, rows, compression)
+        append_rows(file, rows, compression, digest)
         file.attrs.update(attrs)
+        file.attrs[CONTENT_DIGEST] = digest.hexdigest()
 
 
 def _split(rows: dict, val_fraction: float) -> tuple[dict, dict]:
@@ -137,7 +140,10 @@ def build_cwola(
     test = _join(test_background,
                  first_of_class(jetclass_dir / "test.h5", SIGNAL, n_test_per_class))
     test[schema.H5_LABELS] = (test[schema.H5_LABELS] == SIGNAL).astype(np.int64)
-    test = _take(test, rng.permutation(len(test[schema.H5_LABELS])))
+    # in an order drawn by the profile's seed alone: every dataset has the same test file, so
+    # a frozen backbone's outputs on it are stored once for all of them
+    test_rng = np.random.default_rng([seed[0], 2])
+    test = _take(test, test_rng.permutation(len(test[schema.H5_LABELS])))
     counts = {"n_signal": n_signal, "n_signal_train": n_signal - n_signal_val,
               "n_signal_val": n_signal_val, "n_background_half": half,
               "n_background_test": n_background_test}  # fmt: skip

@@ -9,7 +9,6 @@ the checkpoint that is evaluated.
 
 from dataclasses import dataclass
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -63,9 +62,11 @@ def backbone_lr_factor(step: int, freeze_steps: int, ramp_steps: int) -> float:
     return min(1.0, (step - freeze_steps + 1) / max(ramp_steps, 1))
 
 
-class FinetuneModule(L.LightningModule):
+class FinetuneModule(nn.Module):
     """A task head on a backbone: a JetEncoder, or in frozen mode optionally the encoder's
-    stored outputs (`StoredEncoder`)."""
+    stored outputs (`StoredEncoder`). Plain PyTorch: heads on stored outputs train in a plain
+    loop (mpm.downstream.stored_fit), runs of the backbone itself with Lightning
+    (mpm.downstream.lightning_fit)."""
 
     def __init__(self, encoder: JetEncoder | StoredEncoder, task: str, mode: str,
                  head_cfg: dict, recipe: dict):  # fmt: skip
@@ -86,9 +87,16 @@ class FinetuneModule(L.LightningModule):
             encoded, mask = self.encoder(batch["csts"], batch["csts_id"], batch["mask"])
         return self.head(encoded, mask)
 
-    def _read_split(self, split: str) -> None:
-        if isinstance(self.encoder, StoredEncoder):  # the stored outputs of the split read now
+    def read_split(self, split: str) -> None:
+        """Read the stored outputs of `split` (train, val or test) from now on."""
+        if isinstance(self.encoder, StoredEncoder):
             self.encoder.split = split
+
+    def hold_backbone(self, step: int) -> None:
+        """Before optimizer step `step`: in finetuned mode no backward pass through the
+        backbone while it is held."""
+        if self.mode == "finetuned":
+            self.encoder.requires_grad_(step >= self.recipe["freeze_steps"])
 
     def loss(self, out: torch.Tensor, batch: dict) -> torch.Tensor:
         if self.task.kind == "jet":
@@ -105,19 +113,6 @@ class FinetuneModule(L.LightningModule):
         valid = mask & (origin >= 0)
         return F.cross_entropy(out[valid], origin[valid])
 
-    def training_step(self, batch, batch_idx):
-        loss = self.loss(self(batch), batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        out = self(batch)
-        size = len(batch["labels"])
-        self.log("val/loss", self.loss(out, batch), prog_bar=True, batch_size=size)
-        if self.task.kind == "jet":
-            accuracy = (out.argmax(-1) == batch["labels"]).float().mean()
-            self.log("val/accuracy", accuracy, batch_size=size)
-
     def predict_step(self, batch, batch_idx) -> dict[str, np.ndarray]:
         """Per-batch outputs for the metrics: jet probabilities, edge probabilities or track
         predictions, with their truth."""
@@ -130,24 +125,6 @@ class FinetuneModule(L.LightningModule):
                     "vertex": batch[schema.H5_VERTEX].cpu().numpy()}  # fmt: skip
         return {"pred": out.argmax(-1).cpu().numpy(), "mask": mask.cpu().numpy(),
                 "origin": batch[schema.H5_ORIGIN].cpu().numpy()}  # fmt: skip
-
-    def on_validation_epoch_start(self) -> None:
-        self._read_split("val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._read_split("train")
-
-    def on_predict_epoch_start(self) -> None:
-        self._read_split("test")
-
-    def on_train_epoch_start(self) -> None:
-        self._read_split("train")
-        if self.mode == "frozen":
-            self.encoder.eval()  # no dropout or other training-time behaviour in a fixed backbone
-
-    def on_train_batch_start(self, batch, batch_idx) -> None:
-        if self.mode == "finetuned":  # no backward pass through the backbone while it is held
-            self.encoder.requires_grad_(self.global_step >= self.recipe["freeze_steps"])
 
     def configure_optimizers(self):
         r = self.recipe

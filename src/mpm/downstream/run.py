@@ -4,20 +4,19 @@ and the run's metrics."""
 
 import json
 import logging
-import tempfile
+import random
 import time
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pandas as pd
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from mpm.atomic import atomic_dir
 from mpm.data import schema
 from mpm.data.h5io import open_jets
-from mpm.data.loader import JetDataModule, JetDataset, make_loader
+from mpm.data.loader import JetDataset, make_loader, split_datasets
 from mpm.downstream.embeddings import (
     StoredEncoder,
     StoredOutputs,
@@ -26,17 +25,11 @@ from mpm.downstream.embeddings import (
     stored_bytes,
 )
 from mpm.downstream.finetune import TASKS, FinetuneModule
+from mpm.downstream.metrics import n_secondary_vertices, sic, sic_error, vertex_ari
 from mpm.downstream.stored_fit import fit_stored_head, predict_stored
-from mpm.downstream.metrics import (
-    n_secondary_vertices,
-    sic,
-    sic_error,
-    vertex_ari,
-)
 from mpm.errors import InputError
 from mpm.models.backbone import load_backbone
 from mpm.models.encoder import JetEncoder
-from mpm.training.fit import trainer_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -164,13 +157,16 @@ def fits_in_memory(encoder: JetEncoder, data_dir: Path, recipe: dict, sizes: lis
 
 
 def stored_outputs(encoder: JetEncoder, data_dir: Path, preprocessor: Path, recipe: dict,
-                   sizes: list[int | None], seeds: list[int],
-                   seed: int) -> dict[str, StoredOutputs]:  # fmt: skip
+                   sizes: list[int | None], seeds: list[int], seed: int,
+                   known: dict[str, StoredOutputs] | None = None,
+                   ) -> dict[str, StoredOutputs]:  # fmt: skip
     """The frozen `encoder`'s outputs for every jet that runs of `sizes` x `seeds` read from
     `data_dir` (training subsets, validation and test jets); `seed` draws the preprocessing
-    noise."""
-    outputs = {}
+    noise. Splits in `known` are taken from it (outputs already stored of the same file)."""
+    outputs = dict(known or {})
     for split, split_sizes in _stored_counts(data_dir, recipe, sizes).items():
+        if split in outputs:
+            continue
         path = data_dir / f"{split}.h5"
         split_seeds = [seed] if split == "test" else seeds  # one test set for every run
         rows = [rows_of(path, n, s) for n in split_sizes for s in split_seeds]
@@ -178,32 +174,12 @@ def stored_outputs(encoder: JetEncoder, data_dir: Path, preprocessor: Path, reci
     return outputs
 
 
-def fit_with_lightning(module: FinetuneModule, data: JetDataModule, test: JetDataset,
-                       recipe: dict, params: dict,
-                       workers: int) -> tuple[float, int, list[dict]]:  # fmt: skip
-    """A run whose backbone runs at every step, with Lightning (devices, precision): (the best
-    validation loss, steps taken, the best checkpoint's predictions on `test`)."""
-    with tempfile.TemporaryDirectory() as ckpt_dir:
-        best = ModelCheckpoint(ckpt_dir, monitor="val/loss", mode="min", save_top_k=1)
-        stop = EarlyStopping("val/loss", patience=recipe["patience"], mode="min")
-        trainer = L.Trainer(
-            **trainer_kwargs(params["trainer"], distributed=False),
-            max_steps=recipe["max_steps"],
-            max_epochs=-1,
-            val_check_interval=recipe["val_every_steps"],
-            check_val_every_n_epoch=None,
-            gradient_clip_val=recipe["grad_clip"],
-            callbacks=[best, stop],
-            logger=False,
-            enable_model_summary=False,
-            enable_progress_bar=False,
-            num_sanity_val_steps=0,
-        )
-        trainer.fit(module, datamodule=data)
-        outputs = trainer.predict(
-            module, make_loader(test, workers), ckpt_path=best.best_model_path
-        )
-    return float(best.best_model_score), trainer.global_step, outputs
+def seed_all(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's global generators (as Lightning's
+    `seed_everything` does, without importing Lightning)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def train_and_test(
@@ -222,31 +198,33 @@ def train_and_test(
     run's metrics, its per-jet or per-track predictions)."""
     cfg = params["finetune"]
     recipe = cfg["recipe"]
-    L.seed_everything(seed, workers=True, verbose=False)
+    seed_all(seed)
     module = FinetuneModule(encoder, task, mode, cfg["head"], recipe)
     stored = isinstance(encoder, StoredEncoder)
     batch_size = min(recipe["batch_size"], n_train or recipe["batch_size"])
     # heads on stored outputs read no features: the loader's workers would cost more than they save
     workers = 0 if stored else params["loader"]["num_workers"]
-    n_val = _at_most(data_dir / "val.h5", recipe["n_val_jets"])
-    n_test = _at_most(data_dir / "test.h5", recipe["n_test_jets"])
-    data = JetDataModule(data_dir, preprocessor, batch_size=batch_size, n_train=n_train,
-                         n_val=n_val, seed=seed, num_workers=workers,
-                         features=not stored)  # fmt: skip
+    subsets = dict(batch_size=batch_size, n_train=n_train, seed=seed, features=not stored,
+                   n_val=_at_most(data_dir / "val.h5", recipe["n_val_jets"]))  # fmt: skip
     test = JetDataset(data_dir / "test.h5", preprocessor, batch_size=recipe["batch_size"],
-                      n_jets=n_test, seed=params["seed"], shuffle=False,
-                      features=not stored)  # fmt: skip
+                      n_jets=_at_most(data_dir / "test.h5", recipe["n_test_jets"]),
+                      seed=params["seed"], shuffle=False, features=not stored)  # fmt: skip
     if task == "cwola":
         _check_sic_background(test)
     if stored:
-        data.setup()
-        best_val_loss, steps = fit_stored_head(module, data.train_dataloader(),
-                                               data.val_dataloader())  # fmt: skip
+        splits = split_datasets(data_dir, preprocessor, **subsets)
+        best_val_loss, steps = fit_stored_head(module, make_loader(splits["train"], workers),
+                                               make_loader(splits["val"], workers))  # fmt: skip
         outputs = predict_stored(module, make_loader(test, workers))
-    else:
+        n_train = splits["train"].n_jets
+    else:  # Lightning only here: a frozen-only stage starts seconds sooner without it
+        from mpm.data.datamodule import JetDataModule
+        from mpm.downstream.lightning_fit import fit_with_lightning
+
+        data = JetDataModule(data_dir, preprocessor, num_workers=workers, **subsets)
         best_val_loss, steps, outputs = fit_with_lightning(module, data, test, recipe, params,
                                                            workers)  # fmt: skip
-    n_train = data.datasets["train"].n_jets
+        n_train = data.datasets["train"].n_jets
     metrics, table = summarise(task, outputs)
     summary = {
         "task": task, "mode": mode, "n_train": n_train, "seed": seed,
@@ -265,13 +243,15 @@ def write_run(folder: Path, summary: dict, table: pd.DataFrame) -> None:
 
 
 def frozen_backbone(encoder: JetEncoder, data_dir: Path, preprocessor: Path, recipe: dict,
-                    sizes: list[int | None], seeds: list[int],
-                    seed: int) -> JetEncoder | StoredEncoder:  # fmt: skip
+                    sizes: list[int | None], seeds: list[int], seed: int,
+                    known: dict[str, StoredOutputs] | None = None,
+                    ) -> JetEncoder | StoredEncoder:  # fmt: skip
     """What frozen runs of `sizes` x `seeds` train their heads on: the encoder's stored outputs
-    (`stored_outputs`) where they fit in memory, else the encoder itself, run at every step."""
+    (`stored_outputs`, with the splits of `known`) where they fit in memory, else the encoder
+    itself, run at every step."""
     if fits_in_memory(encoder, data_dir, recipe, sizes, seeds):
         return StoredEncoder(encoder, stored_outputs(encoder, data_dir, preprocessor, recipe,
-                                                     sizes, seeds, seed))  # fmt: skip
+                                                     sizes, seeds, seed, known))  # fmt: skip
     log.info("frozen runs of %s jets x %d seeds: their stored outputs would not fit in %.1f GB "
              "of memory, so the backbone runs at every step", sizes, len(seeds),
              memory_budget() / 1e9)  # fmt: skip

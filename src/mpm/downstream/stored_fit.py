@@ -36,8 +36,8 @@ def mean_loss(module: FinetuneModule, batches: Iterable[dict]) -> float:
     return total / jets
 
 
-def fit_stored_head(module: FinetuneModule, train: DataLoader, val: DataLoader) -> tuple[float,
-                                                                                         int]:  # fmt: skip
+def fit_stored_head(module: FinetuneModule, train: DataLoader,
+                    val: DataLoader) -> tuple[float, int]:  # fmt: skip
     """Train `module`'s head (its encoder a `StoredEncoder`) on `train` with early stopping on
     `val`; leaves the best validated head in `module`: (its validation loss, steps taken)."""
     recipe = module.recipe
@@ -45,7 +45,7 @@ def fit_stored_head(module: FinetuneModule, train: DataLoader, val: DataLoader) 
     optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
     best, best_head, waited, step = math.inf, None, 0, 0
     module.train()
-    module.encoder.split = "train"
+    module.read_split("train")
     for batch in _forever(train):
         loss = module.loss(module(batch), batch)
         optimizer.zero_grad(set_to_none=True)
@@ -55,9 +55,9 @@ def fit_stored_head(module: FinetuneModule, train: DataLoader, val: DataLoader) 
         scheduler.step()
         step += 1
         if step % recipe["val_every_steps"] == 0:
-            module.encoder.split = "val"
+            module.read_split("val")
             loss = mean_loss(module, val)
-            module.encoder.split = "train"
+            module.read_split("train")
             if loss < best:
                 best, best_head, waited = loss, copy.deepcopy(module.head.state_dict()), 0
             else:
@@ -73,6 +73,6 @@ def fit_stored_head(module: FinetuneModule, train: DataLoader, val: DataLoader) 
 def predict_stored(module: FinetuneModule, test: DataLoader) -> list[dict]:
     """`module.predict_step` on every batch of `test` (the stored outputs of the test split)."""
     module.eval()
-    module.encoder.split = "test"
+    module.read_split("test")
     with torch.no_grad():
         return [module.predict_step(batch, i) for i, batch in enumerate(test)]

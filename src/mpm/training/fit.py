@@ -39,8 +39,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 import mpm
 from mpm.atomic import atomic_file
+from mpm.data.datamodule import JetDataModule
 from mpm.data.h5io import CONTENT_DIGEST
-from mpm.data.loader import JetDataModule
 from mpm.models.layers import LAYERS
 
 log = logging.getLogger(__name__)
