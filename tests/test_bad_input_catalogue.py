@@ -139,6 +139,14 @@ def _params_edit(key: str, value) -> Callable[[dict], None]:
     return edit
 
 
+def _params_edits(values: dict) -> Callable[[dict], None]:
+    def edit(params: dict) -> None:
+        for key, value in values.items():
+            _params_edit(key, value)(params)
+
+    return edit
+
+
 # id -> (params edit or None, builder(tmp, source) -> Case)
 CATALOGUE = {
     "convert: not a ROOT file": (None, lambda t, s: _convert(
@@ -181,14 +189,15 @@ CATALOGUE = {
                         "--samples", str(t / "samples.npz"), "--metrics", str(t / "r.json")],
         [t / "samples.npz", t / "r.json"], "m.pt")),
     "cwola_data: more signal jets than the set holds": (
-        _params_edit("finetune.cwola.min_background_at_fpr", 0.1), lambda t, s: Case(
-        "cwola_data", ["--jetclass", str(s / "jetclass"), "--n-signal", "100000", "--seed",
-                       "0", "--out", str(t / "cwola")], [t / "cwola"], "100000")),
+        _params_edits({"finetune.cwola.min_background_at_fpr": 0.1,
+                       "finetune.grid.cwola_signal": [100000]}), lambda t, s: Case(
+            "cwola_data", ["--jetclass", str(s / "jetclass"), "--out", str(t / "cwola")],
+            [t / "cwola"], "100000")),
     "cwola_data: too few QCD test jets at the SIC's working point": (
-        _params_edit("finetune.cwola.min_background_at_fpr", 1000), lambda t, s: Case(
-            "cwola_data", ["--jetclass", str(s / "jetclass"), "--n-signal", "10", "--seed",
-                           "0", "--out", str(t / "cwola")], [t / "cwola"],
-            "finetune.cwola.min_background_at_fpr")),
+        _params_edits({"finetune.cwola.min_background_at_fpr": 1000,
+                       "finetune.grid.cwola_signal": [0]}), lambda t, s: Case(
+            "cwola_data", ["--jetclass", str(s / "jetclass"), "--out", str(t / "cwola")],
+            [t / "cwola"], "finetune.cwola.min_background_at_fpr")),
     "aggregate: empty runs folder (every run of the grid missing)": (None, lambda t, s: Case(
         "aggregate", ["--runs", str((t / "in/runs").resolve()), "--out", str(t / "tables"),
                       "--metrics", str(t / "headline.json")],

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from mpm.data import schema
-from mpm.downstream.cwola import BACKGROUND, SIGNAL, build_cwola, first_of_class
+from mpm.data.h5io import CONTENT_DIGEST
+from mpm.downstream.cwola import (
+    BACKGROUND,
+    SIGNAL,
+    build_cwola,
+    build_cwola_datasets,
+    first_of_class,
+)
 from mpm.errors import InputError
 
 KWARGS = dict(n_background=None, val_fraction=0.2, n_test_per_class=None,
@@ -93,3 +100,33 @@ def test_too_few_background_test_jets_at_the_working_point_is_an_error(jetclass,
                        f"{n_qcd} QCD test jets"):  # fmt: skip
         build_cwola(root / "jetclass", tmp_path / "c", n_signal=10, seed=0, **kwargs)
     assert not (tmp_path / "c").exists()
+
+
+def test_the_grids_datasets_are_the_single_datasets_with_one_test_file_all_or_none(
+    jetclass, tmp_path
+):
+    root, _ = jetclass
+    src = root / "jetclass"
+    counts = build_cwola_datasets(src, tmp_path / "grid", n_signals=[10, 20], seeds=[0, 1],
+                                  profile_seed=1, **KWARGS)  # fmt: skip
+    assert sorted(counts) == ["10-s0", "10-s1", "20-s0", "20-s1"]
+    for name in counts:
+        n_signal, seed = name.split("-s")
+        assert _build(src, tmp_path / "single" / name, int(n_signal), int(seed)) == counts[name]
+        for split in ("train", "val", "test"):
+            with h5py.File(tmp_path / "grid" / name / f"{split}.h5") as grid, \
+                    h5py.File(tmp_path / "single" / name / f"{split}.h5") as single:
+                assert grid.attrs[CONTENT_DIGEST] == single.attrs[CONTENT_DIGEST]
+    digests = set()
+    for name in counts:
+        with h5py.File(tmp_path / "grid" / name / "test.h5") as file:
+            digests.add(file.attrs[CONTENT_DIGEST])
+    assert len(digests) == 1  # one test set for every dataset
+    with pytest.raises(InputError, match="'finetune.grid.cwola_signal' asks for 100000 top"):
+        build_cwola_datasets(src, tmp_path / "failed", n_signals=[10, 100000], seeds=[0],
+                             profile_seed=1, **KWARGS)  # fmt: skip
+    kwargs = {**KWARGS, "n_background": 10**6}  # more QCD jets than the set holds
+    with pytest.raises(InputError, match="needed"):
+        build_cwola_datasets(src, tmp_path / "failed", n_signals=[10], seeds=[0, 1],
+                             profile_seed=1, **kwargs)  # fmt: skip
+    assert not (tmp_path / "failed").exists()
