@@ -192,7 +192,7 @@ CATALOGUE = {
         _params_edits({"finetune.cwola.min_background_at_fpr": 0.1,
                        "finetune.grid.cwola_signal": [100000]}), lambda t, s: Case(
             "cwola_data", ["--jetclass", str(s / "jetclass"), "--out", str(t / "cwola")],
-            [t / "cwola"], "100000")),
+            [t / "cwola"], "'finetune.grid.cwola_signal' asks for 100000")),
     "cwola_data: too few QCD test jets at the SIC's working point": (
         _params_edits({"finetune.cwola.min_background_at_fpr": 1000,
                        "finetune.grid.cwola_signal": [0]}), lambda t, s: Case(
